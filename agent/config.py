@@ -1,0 +1,132 @@
+"""The agent's configuration: a TOML file, read into a typed dataclass, refused with a clear message."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.sources.sim import PROFILES, Fault, FaultKind, LoadPattern
+from gpulse.configfile import ConfigError, Section, load_toml
+from gpulse.tls import TlsFiles
+
+GPU_SOURCES = ("nvml", "sim", "replay", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    count: int = 8
+    profile: str = "H100"
+    pattern: LoadPattern = LoadPattern.TRAINING
+    seed: int = 0
+    faults: tuple[Fault, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffConfig:
+    initial: float = 0.5
+    maximum: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # +/- share of each delay, so a fleet does not reconnect in lockstep
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    host_id: str
+    collectors: tuple[str, ...]
+    tls: TlsFiles
+    state_dir: Path = Path("/var/lib/gpulse/agent")
+    interval: float = 1.0
+    gpu_source: str = "nvml"
+    server_name: str = ""  # TLS name to expect from collectors when it differs from the target host
+    sim: SimConfig = field(default_factory=SimConfig)
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    log_level: str = "info"
+    max_in_flight: int = 512  # unacknowledged records on the wire before the shipper waits
+
+
+def _sim(section: Section) -> SimConfig:
+    profile = section.choice("profile", tuple(PROFILES), "H100")
+    pattern = LoadPattern(section.choice("pattern", tuple(p.value for p in LoadPattern), "training"))
+    count = section.get("count", int, 8)
+    if not 1 <= count <= 64:
+        raise section.error("count", f"must be between 1 and 64, got {count}")
+    faults = []
+    for f in section.sections("faults"):
+        kind = FaultKind(f.choice("kind", tuple(k.value for k in FaultKind), "xid"))
+        gpu = f.get("gpu", int, 0)
+        if not 0 <= gpu < count:
+            raise f.error("gpu", f"must be between 0 and {count - 1}, got {gpu}")
+        severity = f.get("severity", float, 0.5)
+        if not 0.0 <= severity <= 1.0:
+            raise f.error("severity", f"must be between 0 and 1, got {severity}")
+        faults.append(
+            Fault(
+                kind,
+                gpu,
+                at=f.get("at", float, 0.0),
+                duration=f.get("duration", float, 0.0),
+                severity=severity,
+                xid=f.get("xid", int, 0),
+                count=f.get("count", int, 1),
+            )
+        )
+        f.finish()
+    config = SimConfig(count, profile, pattern, section.get("seed", int, 0), tuple(faults))
+    section.finish()
+    return config
+
+
+def _backoff(section: Section) -> BackoffConfig:
+    config = BackoffConfig(
+        initial=section.positive("initial", 0.5),
+        maximum=section.positive("max", 30.0),
+        multiplier=section.positive("multiplier", 2.0),
+        jitter=section.get("jitter", float, 0.2),
+    )
+    if not 0.0 <= config.jitter < 1.0:
+        raise section.error("jitter", f"must be in [0, 1), got {config.jitter}")
+    section.finish()
+    return config
+
+
+def parse(path: Path, data: dict[str, object]) -> AgentConfig:
+    root = Section(path, "", data)
+    collector = root.section("collector")
+    targets = collector.require("targets", list)
+    if not targets or not all(isinstance(t, str) and ":" in t for t in targets):
+        raise collector.error("targets", "must be a non-empty list of 'host:port' strings")
+    server_name = collector.get("server_name", str, "")
+    collector.finish()
+    tls = root.section("tls")
+    tls_files = TlsFiles(tls.require("ca", Path), tls.require("cert", Path), tls.require("key", Path))
+    tls.finish()
+    gpu = root.section("gpu")
+    source = gpu.choice("source", GPU_SOURCES, "nvml")
+    gpu.finish()
+    log = root.section("log")
+    level = log.choice("level", ("debug", "info", "warning", "error"), "info")
+    log.finish()
+    config = AgentConfig(
+        host_id=root.get("host_id", str, "") or socket.gethostname(),
+        collectors=tuple(targets),
+        tls=tls_files,
+        state_dir=root.get("state_dir", Path, Path("/var/lib/gpulse/agent")),
+        interval=root.positive("interval", 1.0),
+        gpu_source=source,
+        server_name=server_name,
+        sim=_sim(root.section("sim")),
+        backoff=_backoff(root.section("backoff")),
+        log_level=level,
+        max_in_flight=root.get("max_in_flight", int, 512),
+    )
+    root.finish()
+    return config
+
+
+def load(path: Path) -> AgentConfig:
+    """Read and check an agent config file; raises ConfigError naming the file, key and problem."""
+    return parse(path, load_toml(path))
+
+
+__all__ = ["AgentConfig", "BackoffConfig", "ConfigError", "SimConfig", "load", "parse"]

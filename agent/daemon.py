@@ -1,0 +1,159 @@
+"""The agent's main loop: sample every interval, append to the spool, let the shipper stream it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from agent.hello import build_hello
+from agent.shipper import Shipper
+from agent.sources.gpu import GpuBackend, GpuError
+from agent.sources.host import HostSource
+from agent.spool.base import Spool
+from protos import telemetry_pb2 as pb
+from protos.codec import encode_frame
+
+log = structlog.get_logger("gpulse.agent")
+
+
+@dataclass
+class SamplerStats:
+    ticks: int = 0
+    overruns: int = 0  # ticks whose GPU read did not finish within its budget
+    gpu_errors: int = 0
+    events: int = 0
+    spool_dropped_records: int = 0
+
+
+class Sampler:
+    """Turns one tick of host and GPU readings into a spooled Batch, and backend events into Events.
+
+    GPU reads run in a worker thread with a time budget, so a hung driver call costs one tick's GPU
+    values (sent as NaN) and never stalls the loop, the host values or the shipper.
+    """
+
+    def __init__(
+        self,
+        *,
+        host_id: str,
+        gpu: GpuBackend | None,
+        host: HostSource,
+        spool: Spool,
+        wakeup: asyncio.Event,
+        interval: float,
+        gpu_source: str,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.host_id = host_id
+        self.gpu = gpu
+        self.host = host
+        self.spool = spool
+        self.wakeup = wakeup
+        self.interval = interval
+        self.gpu_source = gpu_source
+        self.clock = clock
+        self.boot_id = str(uuid.uuid4())
+        self.stats = SamplerStats()
+        self._gpu_inflight: asyncio.Future[np.ndarray] | None = None
+        self._gpu_count = 0
+        self._gpu_fields: tuple[int, ...] = ()
+
+    def start(self) -> pb.Hello:
+        """Read the inventory and open this boot's epoch in the spool."""
+        gpus = self.gpu.open() if self.gpu is not None else []
+        self._gpu_count = len(gpus)
+        self._gpu_fields = self.gpu.field_ids if self.gpu is not None else ()
+        hello = build_hello(
+            host_id=self.host_id,
+            boot_id=self.boot_id,
+            host=self.host.info(),
+            gpus=gpus,
+            gpu_source=self.gpu_source if gpus else "none",
+            host_field_ids=self.host.field_ids,
+            gpu_field_ids=self._gpu_fields,
+            interval=self.interval,
+        )
+        self.spool.open_epoch(hello)
+        log.info("agent started", host_id=self.host_id, boot_id=self.boot_id, gpus=len(gpus), source=self.gpu_source)
+        return hello
+
+    def emit(self, event: pb.Event) -> None:
+        """Spool an event now and wake the shipper: events do not wait for the next tick."""
+        self.spool.append(pb.AgentMessage(event=event))
+        self.stats.events += 1
+        self.wakeup.set()
+
+    async def tick(self) -> None:
+        now = self.clock()
+        host_values = await asyncio.to_thread(self.host.sample)
+        gpu_values = await self._read_gpus(now)
+        self.spool.append(pb.AgentMessage(batch=pb.Batch(frames=[encode_frame(now, host_values, gpu_values)])))
+        if self.gpu is not None:
+            for event in self.gpu.drain_events():
+                self.emit(event)
+        for drop in self.spool.take_drops():
+            self.stats.spool_dropped_records += drop.records
+            self.emit(
+                pb.Event(
+                    unix_ns=now,
+                    spool_drop=pb.SpoolDropEvent(
+                        first_seq=drop.first_seq,
+                        last_seq=drop.last_seq,
+                        records=drop.records,
+                        bytes=drop.bytes,
+                        reason=drop.reason,
+                    ),
+                )
+            )
+        self.stats.ticks += 1
+        self.wakeup.set()
+
+    async def _read_gpus(self, now: int) -> np.ndarray:
+        missing = np.full((self._gpu_count, len(self._gpu_fields)), np.nan)
+        if self.gpu is None:
+            return missing
+        if self._gpu_inflight is not None and not self._gpu_inflight.done():
+            self.stats.overruns += 1  # the last read is still stuck in the driver: do not pile up threads
+            return missing
+        self._gpu_inflight = asyncio.ensure_future(asyncio.to_thread(self.gpu.sample, now))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._gpu_inflight), timeout=self.interval * 0.8)
+        except TimeoutError:
+            self.stats.overruns += 1
+            log.warning("GPU read exceeded its time budget", budget_s=self.interval * 0.8)
+            return missing
+        except GpuError as exc:
+            self.stats.gpu_errors += 1
+            log.warning("GPU read failed", error=str(exc))
+            return missing
+
+
+async def run_agent(sampler: Sampler, shipper: Shipper, stop: asyncio.Event) -> None:
+    """Tick on a fixed schedule until ``stop`` is set, then stop the shipper."""
+    sampler.start()
+    ship = asyncio.create_task(shipper.run(), name="shipper")
+    loop = asyncio.get_running_loop()
+    next_tick = loop.time()
+    try:
+        while not stop.is_set():
+            await sampler.tick()
+            next_tick += sampler.interval
+            if next_tick < loop.time():  # fell behind (suspend, overload): skip, do not burst
+                next_tick = loop.time() + sampler.interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_tick - loop.time()))
+            if ship.done():
+                ship.result()
+    finally:
+        ship.cancel()
+        await asyncio.gather(ship, return_exceptions=True)
+        if sampler.gpu is not None:
+            sampler.gpu.close()
+        sampler.spool.close()

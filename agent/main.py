@@ -1,0 +1,76 @@
+"""Building an agent from its config and running it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+
+from agent.config import AgentConfig
+from agent.daemon import Sampler, run_agent
+from agent.shipper import Shipper
+from agent.sources.gpu import BackendUnavailable, GpuBackend
+from agent.sources.host import HostSource
+from agent.sources.sim import SimBackend
+from agent.spool.base import Spool
+from agent.spool.memory import MemorySpool
+from gpulse.tls import channel_credentials
+
+
+def make_gpu_backend(config: AgentConfig) -> GpuBackend | None:
+    """The one GPU backend, picked once from config."""
+    if config.gpu_source == "sim":
+        sim = config.sim
+        return SimBackend(
+            config.host_id,
+            count=sim.count,
+            profile=sim.profile,
+            pattern=sim.pattern,
+            seed=sim.seed,
+            faults=list(sim.faults),
+        )
+    if config.gpu_source == "nvml":
+        try:
+            from agent.sources.nvml import NvmlBackend
+        except ImportError as exc:
+            raise BackendUnavailable(f"the nvml source is not available: {exc}") from exc
+        return NvmlBackend()
+    if config.gpu_source == "none":
+        return None
+    raise BackendUnavailable(f"GPU source {config.gpu_source!r} is not available in this build")
+
+
+def build_agent(
+    config: AgentConfig,
+    *,
+    gpu: GpuBackend | None = None,
+    spool: Spool | None = None,
+    credentials: Callable[[], grpc.ChannelCredentials] | None = None,
+) -> tuple[Sampler, Shipper]:
+    wakeup = asyncio.Event()
+    spool = spool or MemorySpool()
+    sampler = Sampler(
+        host_id=config.host_id,
+        gpu=gpu if gpu is not None else make_gpu_backend(config),
+        host=HostSource(),
+        spool=spool,
+        wakeup=wakeup,
+        interval=config.interval,
+        gpu_source=config.gpu_source,
+    )
+    shipper = Shipper(
+        spool=spool,
+        targets=config.collectors,
+        credentials=credentials or (lambda: channel_credentials(config.tls)),
+        backoff=config.backoff,
+        wakeup=wakeup,
+        server_name=config.server_name,
+        max_in_flight=config.max_in_flight,
+    )
+    return sampler, shipper
+
+
+async def run(config: AgentConfig, stop: asyncio.Event, *, gpu: GpuBackend | None = None) -> None:
+    sampler, shipper = build_agent(config, gpu=gpu)
+    await run_agent(sampler, shipper, stop)

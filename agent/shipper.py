@@ -1,0 +1,184 @@
+"""Ships spooled records to a collector over one mTLS gRPC stream, and deletes what it acknowledges.
+
+The shipper never blocks the sampler: it only reads the spool. It keeps at most ``max_in_flight``
+records unacknowledged on the wire, so a slow collector slows the shipper and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from agent.config import BackoffConfig
+from agent.spool.base import Spool
+from gpulse.transport import channel_options
+from protos import telemetry_pb2 as pb
+from protos import telemetry_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("gpulse.agent.shipper")
+
+
+class StreamRefused(Exception):
+    """The collector answered the Hello with something other than a Welcome."""
+
+
+def backoff_delays(config: BackoffConfig, rng: random.Random) -> Callable[[int], float]:
+    """Delay before attempt ``n`` (0-based): exponential, capped, with +/- jitter."""
+
+    def delay(attempt: int) -> float:
+        base = min(config.maximum, config.initial * config.multiplier ** min(attempt, 32))
+        return max(0.0, base * (1.0 + rng.uniform(-config.jitter, config.jitter)))
+
+    return delay
+
+
+@dataclass
+class ShipperStats:
+    connects: int = 0
+    sent: int = 0
+    acked: int = 0
+    last_error: str = ""
+    connected_to: str = ""
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Shipper:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        targets: tuple[str, ...],
+        credentials: Callable[[], grpc.ChannelCredentials],
+        backoff: BackoffConfig,
+        wakeup: asyncio.Event,
+        server_name: str = "",
+        max_in_flight: int = 512,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spool = spool
+        self.targets = targets
+        self.credentials = credentials
+        self.wakeup = wakeup
+        self.server_name = server_name
+        self.max_in_flight = max_in_flight
+        self.delay = backoff_delays(backoff, rng or random.Random())
+        self.stats = ShipperStats()
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Ship until cancelled: one target at a time, failing over to the next on error."""
+        target_index, attempt = 0, 0
+        while True:
+            target = self.targets[target_index % len(self.targets)]
+            try:
+                progressed = await self._session(target)
+            except (grpc.aio.AioRpcError, StreamRefused, OSError) as exc:
+                progressed = False
+                self._note_error(target, exc)
+            except Exception as exc:  # the shipper must outlive any one bad stream
+                progressed = False
+                log.exception("unexpected shipper error", target=target)
+                self._note_error(target, exc)
+            finally:
+                self.connected.clear()
+                self.stats.connected_to = ""
+            if progressed:
+                attempt = 0
+                continue
+            target_index += 1  # fail over: the next attempt goes to the next collector in the list
+            await asyncio.sleep(self.delay(attempt))
+            attempt += 1
+
+    def _note_error(self, target: str, exc: BaseException) -> None:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            code = exc.code().name
+            message = f"{code}: {exc.details()}"
+        else:
+            code, message = type(exc).__name__, str(exc)
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+        if message != self.stats.last_error:
+            log.warning("collector stream failed", target=target, error=message)
+        self.stats.last_error = message
+
+    async def _session(self, target: str) -> bool:
+        """One connection: ship each epoch with data in turn. True if the stream made progress."""
+        progressed = False
+        options = channel_options(self.server_name)
+        async with grpc.aio.secure_channel(target, self.credentials(), options=options) as channel:
+            stub = pb_grpc.TelemetryStub(channel)
+            while True:
+                boot_id = self.spool.epochs()[0]
+                current = len(self.spool.epochs()) == 1
+                done = await self._ship_epoch(stub, target, boot_id, current)
+                progressed = progressed or done
+                if not done:
+                    return progressed
+
+    async def _ship_epoch(self, stub: pb_grpc.TelemetryStub, target: str, boot_id: str, current: bool) -> bool:
+        """Stream one epoch. For an old epoch, returns True once all of it is acknowledged."""
+        call = stub.Stream()
+        await call.write(pb.AgentMessage(hello=self.spool.hello(boot_id)))
+        first = await call.read()
+        if first is grpc.aio.EOF or not first.HasField("welcome"):
+            raise StreamRefused(f"collector {target} did not welcome the stream")
+        acked = first.welcome.processed_seq
+        self.spool.ack(boot_id, acked)
+        self.stats.connects += 1
+        self.stats.connected_to = target
+        self.connected.set()
+        if self.stats.last_error:
+            log.info("collector stream open", target=target, boot_id=boot_id, resume_after=acked)
+            self.stats.last_error = ""
+        ack_seen = asyncio.Event()
+        state = {"acked": acked}
+
+        async def read_acks() -> None:
+            while (message := await call.read()) is not grpc.aio.EOF:
+                if message.HasField("ack") and message.ack.seq > state["acked"]:
+                    state["acked"] = message.ack.seq
+                    self.stats.acked = message.ack.seq
+                    self.spool.ack(boot_id, message.ack.seq)
+                    ack_seen.set()
+
+            raise StreamRefused("collector closed the stream")
+
+        reader = asyncio.create_task(read_acks())
+        try:
+            # Events go first after a (re)connect: a queued XID must not wait behind a backlog of ticks.
+            sent_events = self.spool.read(boot_id, acked, self.max_in_flight, events_only=True)
+            for record in sent_events:
+                await call.write(record)
+            resent = {r.seq for r in sent_events}
+            sent = acked
+            # An old epoch gets no more records; once all are acknowledged the spool forgets it.
+            final_seq = None if current else self.spool.last_seq(boot_id)
+            while True:
+                if reader.done():
+                    reader.result()  # raises the stream's error
+                    return False
+                if final_seq is not None and state["acked"] >= final_seq:
+                    await call.done_writing()
+                    return True
+                room = self.max_in_flight - (sent - state["acked"])
+                batch = self.spool.read(boot_id, max(sent, state["acked"]), room) if room > 0 else []
+                if not batch:
+                    self.wakeup.clear()
+                    ack_seen.clear()
+                    waiters = [asyncio.create_task(self.wakeup.wait()), asyncio.create_task(ack_seen.wait())]
+                    await asyncio.wait([*waiters, reader], return_when=asyncio.FIRST_COMPLETED)
+                    for task in waiters:
+                        task.cancel()
+                    continue
+                for record in batch:
+                    if record.seq not in resent:
+                        await call.write(record)
+                        self.stats.sent += 1
+                    sent = record.seq
+        finally:
+            reader.cancel()
+            call.cancel()

@@ -1,0 +1,68 @@
+"""The collector's configuration: a TOML file, read into a typed dataclass, refused with a clear message."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.server import IngestLimits
+from gpulse.configfile import ConfigError, Section, load_toml
+from gpulse.tls import TlsFiles
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    tls: TlsFiles
+    collector_id: str = field(default_factory=socket.gethostname)
+    listen: str = "0.0.0.0:7443"
+    http_listen: str = "127.0.0.1:9410"
+    state_dir: Path = Path("/var/lib/gpulse/collector")
+    stale_after: float = 120.0
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    log_level: str = "info"
+
+
+def _host_port(section: Section, key: str, default: str) -> str:
+    value = section.get(key, str, default)
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise section.error(key, f"expected 'host:port', got {value!r}")
+    return value
+
+
+def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
+    root = Section(path, "", data)
+    tls = root.section("tls")
+    tls_files = TlsFiles(tls.require("ca", Path), tls.require("cert", Path), tls.require("key", Path))
+    tls.finish()
+    limits = root.section("limits")
+    ingest = IngestLimits(
+        max_future_seconds=limits.positive("max_future_seconds", 300.0),
+        max_age_seconds=limits.positive("max_age_seconds", 7 * 86400.0),
+        max_gpus_per_host=limits.get("max_gpus_per_host", int, 64),
+    )
+    limits.finish()
+    log = root.section("log")
+    level = log.choice("level", ("debug", "info", "warning", "error"), "info")
+    log.finish()
+    config = CollectorConfig(
+        tls=tls_files,
+        collector_id=root.get("collector_id", str, "") or socket.gethostname(),
+        listen=_host_port(root, "listen", "0.0.0.0:7443"),
+        http_listen=_host_port(root, "http_listen", "127.0.0.1:9410"),
+        state_dir=root.get("state_dir", Path, Path("/var/lib/gpulse/collector")),
+        stale_after=root.positive("stale_after", 120.0),
+        limits=ingest,
+        log_level=level,
+    )
+    root.finish()
+    return config
+
+
+def load(path: Path) -> CollectorConfig:
+    """Read and check a collector config file; raises ConfigError naming the file, key and problem."""
+    return parse(path, load_toml(path))
+
+
+__all__ = ["CollectorConfig", "ConfigError", "load", "parse"]

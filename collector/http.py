@@ -1,0 +1,71 @@
+"""The collector's HTTP side: /metrics for Prometheus, /healthz, and a small JSON API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collector.exposition import FleetExposition
+from collector.selfmetrics import CollectorMetrics
+from collector.store import HEALTH_NAMES, FleetStore
+from protos.fields import CATALOG
+
+
+def fleet_summary(store: FleetStore) -> dict[str, Any]:
+    """The fleet as JSON: hosts, their GPUs, key values and health (for `gpulse top` and scripts)."""
+    key_fields = ("utilization", "temperature", "power_usage", "memory_used", "sm_clock")
+    cols = {name: store.gpu_columns[CATALOG.gpu(name).id] for name in key_fields}
+    hosts = []
+    for record in store.hosts.values():
+        gpus = []
+        for meta in record.gpus:
+            row = store.gpu_values[meta.row]
+            gpus.append(
+                {
+                    "index": meta.index,
+                    "uuid": meta.uuid,
+                    "model": meta.model,
+                    "health": HEALTH_NAMES[int(store.gpu_health[meta.row])],
+                    "lost": bool(store.gpu_lost[meta.row]),
+                    **{name: _num(row[col]) for name, col in cols.items()},
+                }
+            )
+        hosts.append(
+            {
+                "host_id": record.host_id,
+                "connected": record.connected,
+                "boot_id": record.boot_id,
+                "last_frame_unix": record.last_frame_ns / 1e9,
+                "clock_skew_seconds": record.clock_skew_seconds,
+                "gpus": gpus,
+            }
+        )
+    return {"hosts": hosts}
+
+
+def _num(value: float) -> float | None:
+    return None if value != value else float(value)
+
+
+def build_app(store: FleetStore, exposition: FleetExposition, metrics: CollectorMetrics) -> web.Application:
+    async def metrics_handler(_: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = exposition.render()
+        metrics.ingest_seconds.set(time.perf_counter() - started)
+        body += generate_latest(metrics.registry).decode()
+        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "hosts": len(store.hosts)})
+
+    async def fleet(_: web.Request) -> web.Response:
+        return web.json_response(fleet_summary(store))
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/fleet", fleet)
+    return app

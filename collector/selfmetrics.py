@@ -1,0 +1,37 @@
+"""The collector's own health metrics, in a registry of its own (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connected_agents = Gauge("gpulse_collector_connected_agents", "Agent streams open now.", registry=r)
+        self.streams_refused = Counter(
+            "gpulse_collector_streams_refused", "Agent streams refused, by reason.", ["reason"], registry=r
+        )
+        self.frames_applied = Counter(
+            "gpulse_collector_frames_applied", "Frames applied to the fleet store.", registry=r
+        )
+        self.frames_rejected = Counter(
+            "gpulse_collector_frames_rejected", "Frames refused, by reason.", ["reason"], registry=r
+        )
+        self.values_rejected = Counter(
+            "gpulse_collector_values_rejected",
+            "Single values refused inside applied frames, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "gpulse_collector_duplicate_records", "Records already processed and ignored (replays).", registry=r
+        )
+        self.events = Counter("gpulse_collector_events", "Agent events processed, by kind.", ["kind"], registry=r)
+        self.events_rejected = Counter(
+            "gpulse_collector_events_rejected", "Agent events refused, by reason.", ["reason"], registry=r
+        )
+        self.ingest_seconds = Gauge(
+            "gpulse_collector_last_scrape_render_seconds", "Time the last /metrics render took.", registry=r
+        )

@@ -1,0 +1,142 @@
+"""The `gpulse` command and its subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gpulse import __version__, logs
+from gpulse.configfile import ConfigError
+from gpulse.runtime import run_until_signalled
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from agent import config as agent_config
+    from agent.main import run
+    from agent.sources.gpu import BackendUnavailable
+
+    config = agent_config.load(args.config)
+    logs.configure(config.log_level)
+    try:
+        run_until_signalled(lambda stop: run(config, stop))
+    except BackendUnavailable as exc:
+        print(f"gpulse agent: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _cmd_collector(args: argparse.Namespace) -> int:
+    from collector import config as collector_config
+    from collector.app import run_collector
+
+    config = collector_config.load(args.config)
+    logs.configure(config.log_level)
+    run_until_signalled(lambda stop: run_collector(config, stop))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gpulse.demo import default_state_dir, run_demo
+
+    logs.configure(args.log_level)
+    state_dir = args.state_dir or default_state_dir()
+
+    async def main(stop: asyncio.Event) -> None:
+        if args.duration:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        await run_demo(stop, state_dir=state_dir, http_port=args.http_port, hosts=args.hosts)
+
+    run_until_signalled(main)
+    return 0
+
+
+def _cmd_pki(args: argparse.Namespace) -> int:
+    from collector import pki
+
+    if args.pki_command == "init":
+        issued = pki.init_ca(args.dir, name=args.name, days=args.days, force=args.force)
+        print(f"CA certificate: {issued.cert}\nCA key:         {issued.key} (mode 0600)")
+        return 0
+    role, name = ("agent", args.agent) if args.agent else ("collector", args.collector)
+    issued = pki.issue(args.dir, role=role, name=name, sans=args.san, days=args.days)
+    print(f"{role} certificate: {issued.cert}\n{role} key:         {issued.key} (mode 0600)")
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from agent import config as agent_config
+    from collector import config as collector_config
+
+    loader = agent_config.load if args.kind == "agent" else collector_config.load
+    loader(args.file)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpulse", description="GPU fleet telemetry and health monitoring.")
+    parser.add_argument("--version", action="version", version=f"gpulse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("agent", help="run the host agent")
+    p.add_argument("--config", type=Path, default=Path("/etc/gpulse/agent.toml"))
+    p.set_defaults(func=_cmd_agent)
+
+    p = sub.add_parser("collector", help="run the collector")
+    p.add_argument("--config", type=Path, default=Path("/etc/gpulse/collector.toml"))
+    p.set_defaults(func=_cmd_collector)
+
+    p = sub.add_parser("demo", help="a collector and simulated agents on this machine, no config needed")
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--http-port", type=int, default=9410)
+    p.add_argument("--hosts", type=int, default=4, help="simulated hosts (up to 4)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("pki", help="certificates for agents and collectors")
+    pki_sub = p.add_subparsers(dest="pki_command", required=True)
+    q = pki_sub.add_parser("init", help="create a CA in DIR")
+    q.add_argument("dir", type=Path)
+    q.add_argument("--name", default="gpulse CA")
+    q.add_argument("--days", type=int, default=3650)
+    q.add_argument("--force", action="store_true", help="replace an existing CA")
+    q = pki_sub.add_parser("issue", help="issue an agent or collector certificate from the CA in DIR")
+    q.add_argument("dir", type=Path)
+    who = q.add_mutually_exclusive_group(required=True)
+    who.add_argument("--agent", metavar="HOST", help="client certificate for this host id")
+    who.add_argument("--collector", metavar="NAME", help="server certificate for this collector")
+    q.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
+    q.add_argument("--days", type=int, default=365)
+    p.set_defaults(func=_cmd_pki)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("kind", choices=("agent", "collector"))
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"gpulse {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"gpulse {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from collector.pki import PkiError
+
+        if isinstance(exc, PkiError):
+            print(f"gpulse pki: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""`gpulse demo`: a collector and several simulated agents in one process, on a throwaway PKI."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from agent.config import AgentConfig, SimConfig
+from agent.daemon import run_agent
+from agent.main import build_agent
+from agent.sources.gpu import BackendUnavailable, GpuBackend
+from agent.sources.sim import LoadPattern
+from collector import pki
+from collector.app import start_collector
+from collector.config import CollectorConfig
+from gpulse.tls import TlsFiles
+
+log = structlog.get_logger("gpulse.demo")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoHost:
+    host_id: str
+    profile: str
+    pattern: LoadPattern
+    gpus: int
+
+
+DEMO_HOSTS = (
+    DemoHost("sim-h100-01", "H100", LoadPattern.TRAINING, 8),
+    DemoHost("sim-h100-02", "H100", LoadPattern.TRAINING, 8),
+    DemoHost("sim-a100-01", "A100", LoadPattern.MIXED, 8),
+    DemoHost("sim-a100-02", "A100", LoadPattern.INFERENCE, 4),
+)
+
+
+def default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "gpulse" / "demo"
+
+
+def local_nvml_backend() -> GpuBackend | None:
+    """Real NVML when this machine has NVIDIA GPUs; None otherwise."""
+    try:
+        from agent.sources.nvml import NvmlBackend
+
+        backend = NvmlBackend()
+        backend.open()
+    except (ImportError, BackendUnavailable):
+        return None
+    return backend
+
+
+async def run_demo(stop: asyncio.Event, *, state_dir: Path, http_port: int = 9410, hosts: int = 4) -> None:
+    """Make a PKI, start a collector and agents, and run until ``stop`` is set; leaves nothing running."""
+    pki_dir = state_dir / "pki"
+    shutil.rmtree(pki_dir, ignore_errors=True)
+    pki.init_ca(pki_dir, name="gpulse demo CA", days=2)
+    collector_cert = pki.issue(pki_dir, role="collector", name="demo-collector", days=2)
+    ca = pki_dir / pki.CA_CERT
+    collector_config = CollectorConfig(
+        tls=TlsFiles(ca, collector_cert.cert, collector_cert.key),
+        collector_id="demo-collector",
+        listen="127.0.0.1:0",
+        http_listen=f"127.0.0.1:{http_port}",
+        state_dir=state_dir / "collector",
+        stale_after=30.0,
+    )
+    collector = await start_collector(collector_config)
+    target = f"127.0.0.1:{collector.grpc_port}"
+    tasks: list[asyncio.Task[None]] = []
+    agent_stop = asyncio.Event()
+    plan: list[tuple[str, AgentConfig, GpuBackend | None]] = []
+    nvml = local_nvml_backend()
+    for spec in DEMO_HOSTS[: max(0, hosts)]:
+        plan.append((spec.host_id, _agent_config(pki_dir, spec.host_id, target, "sim", spec), None))
+    if nvml is not None:
+        import socket
+
+        local = socket.gethostname()
+        plan.append((local, _agent_config(pki_dir, local, target, "nvml", None), nvml))
+    for host_id, config, backend in plan:
+        sampler, shipper = build_agent(config, gpu=backend)
+        tasks.append(asyncio.create_task(run_agent(sampler, shipper, agent_stop), name=f"agent-{host_id}"))
+    print(
+        f"gpulse demo: collector on {target}, {len(plan)} agents "
+        f"({'real NVML GPUs found' if nvml else 'simulated GPUs'}).\n"
+        f"  metrics: http://127.0.0.1:{collector.http_port}/metrics\n"
+        f"  fleet:   http://127.0.0.1:{collector.http_port}/api/v1/fleet\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        agent_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await collector.stop(grace=1.0)
+        log.info("demo stopped")
+
+
+def _agent_config(pki_dir: Path, host_id: str, target: str, source: str, spec: DemoHost | None) -> AgentConfig:
+    issued = pki.issue(pki_dir, role="agent", name=host_id, days=2)
+    sim = SimConfig(count=spec.gpus, profile=spec.profile, pattern=spec.pattern) if spec else SimConfig()
+    return AgentConfig(
+        host_id=host_id,
+        collectors=(target,),
+        tls=TlsFiles(pki_dir / pki.CA_CERT, issued.cert, issued.key),
+        state_dir=pki_dir.parent / "agents" / host_id,
+        interval=1.0,
+        gpu_source=source,
+        server_name="demo-collector",
+        sim=sim,
+    )

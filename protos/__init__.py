@@ -1,0 +1,1 @@
+"""The gpulse wire contract: generated protobuf modules, the field catalog and the frame codec."""
