@@ -135,4 +135,5 @@ class FleetExposition:
         present = np.flatnonzero(~np.isnan(column))
         out.append(f"# HELP {name} {field.help}")
         out.append(f"# TYPE {name} {'counter' if field.kind is Kind.COUNTER else 'gauge'}")
-        out.extend(f"{name}{{{labels[i]}}} {_fmt(column[i])}" for i in present)
+        values = column[present].tolist()  # Python floats: repr() of a numpy scalar is not exposition syntax
+        out.extend(f"{name}{{{labels[i]}}} {_fmt(v)}" for i, v in zip(present.tolist(), values, strict=True))

@@ -1,0 +1,1 @@
+"""The alert lifecycle: grouping, inhibition, silences, routing, receivers and durable state."""

@@ -1,0 +1,88 @@
+"""The Alert value type shared by detection and alerting: labels, state, fingerprint.
+
+Imports nothing else of ours. An alert's identity is its label set: the fingerprint is a hash of
+the sorted labels, so two collectors that see the same fault compute the same fingerprint (and
+hence the same PagerDuty dedup_key).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class AlertState(enum.Enum):
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Severity(enum.IntEnum):
+    """Ordered, so a group can tell when it escalates."""
+
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @classmethod
+    def parse(cls, value: str) -> Severity:
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {value!r}; expected info, warning or critical") from None
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Stable 16-hex-digit identity of a label set."""
+    digest = hashlib.sha256()
+    for key in sorted(labels):
+        digest.update(key.encode())
+        digest.update(b"\xff")
+        digest.update(labels[key].encode())
+        digest.update(b"\xfe")
+    return digest.hexdigest()[:16]
+
+
+def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as detection reports it. ``labels`` must include ``alertname`` and ``severity``."""
+
+    labels: Mapping[str, str]
+    state: AlertState
+    starts_at: float  # when the condition first held (unix seconds)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    ends_at: float | None = None  # set once resolved
+    active_at: float | None = None  # when it became pending
+    generator_url: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("alertname", "severity"):
+            if not self.labels.get(key):
+                raise ValueError(f"alert label {key!r} is required; labels were {dict(self.labels)}")
+        Severity.parse(self.labels["severity"])
+        object.__setattr__(self, "labels", _freeze(self.labels))
+        object.__setattr__(self, "annotations", _freeze(self.annotations))
+
+    @property
+    def name(self) -> str:
+        return self.labels["alertname"]
+
+    @property
+    def severity(self) -> Severity:
+        return Severity.parse(self.labels["severity"])
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.labels)
+
+    def resolved(self, at: float) -> Alert:
+        return Alert(
+            self.labels, AlertState.RESOLVED, self.starts_at, self.annotations, at, self.active_at, self.generator_url
+        )
