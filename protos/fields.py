@@ -119,7 +119,7 @@ _FIELDS: tuple[Field, ...] = (
     Field(142, _GPU, "nvlink_recovery_errors", "", _C, "NVLink recovery errors, all links."),
     Field(143, _GPU, "nvlink_links_up", "", _G, "NVLink links up."),
     Field(144, _GPU, "nvlink_links_down", "", _G, "NVLink links present but down."),
-    Field(145, _GPU, "process_count", "", _G, "Compute processes running on the GPU."),
+    Field(145, _GPU, "compute_processes", "", _G, "Compute processes running on the GPU."),
 )
 
 

@@ -364,7 +364,7 @@ class SimBackend:
             "nvlink_recovery_errors": math.floor(st.nvlink_recovery),
             "nvlink_links_up": p.nvlink_count - links_down,
             "nvlink_links_down": links_down,
-            "process_count": 1.0 if util > 0.05 else 0.0,
+            "compute_processes": 1.0 if util > 0.05 else 0.0,
         }
         for name, value in values.items():
             row[_F[name]] = value

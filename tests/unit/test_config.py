@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config as agent_config
+from collector import config as collector_config
+from gpulse.cli import main
+from gpulse.configfile import ConfigError
+
+AGENT = """
+host_id = "node-1"
+interval = 0.5
+[collector]
+targets = ["c1:7443", "c2:7443"]
+[tls]
+ca = "/etc/gpulse/ca.pem"
+cert = "/etc/gpulse/agent.pem"
+key = "/etc/gpulse/agent-key.pem"
+[gpu]
+source = "sim"
+[sim]
+count = 4
+profile = "A100"
+[[sim.faults]]
+kind = "xid"
+gpu = 2
+at = 60
+xid = 79
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_agent_config_reads_every_section(tmp_path: Path) -> None:
+    config = agent_config.load(write(tmp_path, AGENT))
+    assert config.host_id == "node-1"
+    assert config.collectors == ("c1:7443", "c2:7443")
+    assert config.interval == 0.5
+    assert config.sim.count == 4 and config.sim.profile == "A100"
+    assert config.sim.faults[0].xid == 79 and config.sim.faults[0].gpu == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "problem"),
+    [
+        (("interval = 0.5", "interval = -1"), "interval", "must be greater than 0"),
+        (("interval = 0.5", 'interval = "fast"'), "interval", "expected float, got str"),
+        (('source = "sim"', 'source = "cuda"'), "gpu.source", "must be one of nvml, sim, replay, none"),
+        (("count = 4", "count = 4\ncolour = 1"), "sim.colour", "unknown key"),
+        (("gpu = 2", "gpu = 9"), "sim.faults[0].gpu", "must be between 0 and 3"),
+        (('targets = ["c1:7443", "c2:7443"]', "targets = []"), "collector.targets", "non-empty list"),
+        (('cert = "/etc/gpulse/agent.pem"\n', ""), "tls.cert", "required key is missing"),
+    ],
+)
+def test_bad_agent_config_names_file_key_and_problem(
+    tmp_path: Path, edit: tuple[str, str], key: str, problem: str
+) -> None:
+    path = write(tmp_path, AGENT.replace(*edit))
+    with pytest.raises(ConfigError) as caught:
+        agent_config.load(path)
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+    assert str(path) in str(caught.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        agent_config.load(write(tmp_path, "host_id = \n"))
+    with pytest.raises(ConfigError, match="file not found"):
+        agent_config.load(tmp_path / "nope.toml")
+
+
+def test_collector_config_defaults_and_errors(tmp_path: Path) -> None:
+    text = '[tls]\nca = "a"\ncert = "b"\nkey = "c"\n'
+    config = collector_config.load(write(tmp_path, text, "c.toml"))
+    assert config.listen == "0.0.0.0:7443"
+    with pytest.raises(ConfigError, match="listen: expected 'host:port', got 'nowhere'"):
+        collector_config.load(write(tmp_path, 'listen = "nowhere"\n' + text, "c.toml"))
+
+
+def test_agent_command_exits_non_zero_naming_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, AGENT.replace("interval = 0.5", "interval = 0"))
+    assert main(["agent", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "interval" in err and "must be greater than 0" in err
