@@ -9,6 +9,7 @@ import grpc
 
 from agent.config import AgentConfig
 from agent.daemon import Sampler, run_agent
+from agent.placement import rank
 from agent.shipper import Shipper
 from agent.sources.gpu import BackendUnavailable, GpuBackend
 from agent.sources.host import HostSource
@@ -61,7 +62,7 @@ def build_agent(
     )
     shipper = Shipper(
         spool=spool,
-        targets=config.collectors,
+        targets=rank(config.host_id, config.collectors),  # spread hosts over collectors
         credentials=credentials or (lambda: channel_credentials(config.tls)),
         backoff=config.backoff,
         wakeup=wakeup,

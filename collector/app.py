@@ -42,6 +42,7 @@ class RunningCollector:
 async def start_collector(config: CollectorConfig) -> RunningCollector:
     store = FleetStore()
     metrics = CollectorMetrics()
+    metrics.shard.labels(config.collector_id).set(1)
     service = TelemetryService(store=store, metrics=metrics, collector_id=config.collector_id, limits=config.limits)
     server = grpc.aio.server(options=server_options())
     pb_grpc.add_TelemetryServicer_to_server(service, server)

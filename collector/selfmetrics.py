@@ -10,6 +10,12 @@ class CollectorMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.connected_agents = Gauge("gpulse_collector_connected_agents", "Agent streams open now.", registry=r)
+        self.shard = Gauge(
+            "gpulse_collector_shard_info",
+            "Always 1: names the collector (shard) whose hosts this endpoint exports.",
+            ["collector_id"],
+            registry=r,
+        )
         self.streams_refused = Counter(
             "gpulse_collector_streams_refused", "Agent streams refused, by reason.", ["reason"], registry=r
         )
