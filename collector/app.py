@@ -50,7 +50,8 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {config.listen}")
     await server.start()
-    app = build_app(store, FleetExposition(store, stale_after=config.stale_after), metrics)
+    exposition = FleetExposition(store, stale_after=config.stale_after, formats=config.exposition_formats)
+    app = build_app(store, exposition, metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = config.http_listen.rpartition(":")

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.exposition.fleet import FORMATS
 from collector.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
 from gpulse.tls import TlsFiles
@@ -21,6 +22,7 @@ class CollectorConfig:
     stale_after: float = 120.0
     limits: IngestLimits = field(default_factory=IngestLimits)
     log_level: str = "info"
+    exposition_formats: tuple[str, ...] = ("gpulse",)  # add "dcgm" for dcgm-exporter names and units
 
 
 def _host_port(section: Section, key: str, default: str) -> str:
@@ -29,6 +31,14 @@ def _host_port(section: Section, key: str, default: str) -> str:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise section.error(key, f"expected 'host:port', got {value!r}")
     return value
+
+
+def _exposition_formats(section: Section) -> tuple[str, ...]:
+    formats = section.get("formats", list, ["gpulse"])
+    if not formats or not all(isinstance(f, str) and f in FORMATS for f in formats):
+        raise section.error("formats", f"must be a non-empty list of {', '.join(map(repr, FORMATS))}; got {formats!r}")
+    section.finish()
+    return tuple(dict.fromkeys(formats))
 
 
 def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
@@ -46,6 +56,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
     log = root.section("log")
     level = log.choice("level", ("debug", "info", "warning", "error"), "info")
     log.finish()
+    formats = _exposition_formats(root.section("exposition"))
     config = CollectorConfig(
         tls=tls_files,
         collector_id=root.get("collector_id", str, "") or socket.gethostname(),
@@ -55,6 +66,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         stale_after=root.positive("stale_after", 120.0),
         limits=ingest,
         log_level=level,
+        exposition_formats=formats,
     )
     root.finish()
     return config

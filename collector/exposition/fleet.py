@@ -1,139 +1,241 @@
 """Renders the fleet store as Prometheus text exposition, straight from its arrays.
 
-Label sets are built once per host/GPU layout (the store's ``generation``) and reused; each scrape
-only formats the values. Series of hosts that stopped sending are left out after ``stale_after``.
+Every series line is a cached prefix (``name{labels} ``, rebuilt only for rows whose host or GPU
+changed) joined with a value formatted in bulk from the store's columns. Series of hosts that
+stopped sending are left out after ``stale_after``; ``gpulse_host_up`` stays, at 0.
+
+Formats: ``gpulse`` (our names, base units) and ``dcgm`` (dcgm-exporter's names, labels and units).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
+from collector.exposition.dcgm import DCGM_FAMILIES, dcgm_labels
+from collector.exposition.labels import PrefixTable
+from collector.exposition.text import block, escape, format_values, header
 from collector.store import HEALTH_NAMES, FleetStore
-from protos.fields import Field, Kind
+from protos.fields import Kind
 
+__all__ = ["FORMATS", "FleetExposition", "escape"]
 
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+FORMATS = ("gpulse", "dcgm")
 
-
-def _fmt(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+_HEALTH_CODES = np.array(sorted(HEALTH_NAMES), dtype=np.int64)
+_GPU_STATE_FAMILIES = (("gpulse_gpu_lost", "gauge", "1 once the agent reported the GPU lost (fallen off the bus)."),)
+_HOST_STATE_FAMILIES = (
+    ("gpulse_host_up", "gauge", "1 while the host's agent is connected and sending."),
+    ("gpulse_host_last_frame_timestamp_seconds", "gauge", "Sample time of the host's newest frame."),
+    ("gpulse_host_clock_skew_seconds", "gauge", "Agent clock minus collector clock at stream open."),
+)
 
 
 class FleetExposition:
+    """The fleet store as Prometheus text, in the formats asked for; one instance per /metrics endpoint."""
+
     def __init__(
-        self, store: FleetStore, *, stale_after: float = 120.0, clock: Callable[[], float] = time.time
+        self,
+        store: FleetStore,
+        *,
+        stale_after: float = 120.0,
+        clock: Callable[[], float] = time.time,
+        formats: Sequence[str] = ("gpulse",),
     ) -> None:
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"unknown exposition format {unknown[0]!r}; known: {', '.join(FORMATS)}")
         self.store = store
         self.stale_after = stale_after
         self.clock = clock
+        self.formats = tuple(formats)
+        catalog = store.catalog
+        self._host_fields = [catalog[fid] for fid in catalog.host_ids]
+        self._gpu_fields = [catalog[fid] for fid in catalog.gpu_ids]
+        self._host_heads = [_field_header(f.metric_name, f.kind, f.help) for f in self._host_fields]
+        self._gpu_heads = [_field_header(f.metric_name, f.kind, f.help) for f in self._gpu_fields]
+        self._hosts = PrefixTable(
+            [name for name, _, _ in _HOST_STATE_FAMILIES] + [f.metric_name for f in self._host_fields],
+            lambda slot: f'host="{escape(self._host_id(slot))}"',
+        )
+        self._gpus = PrefixTable(
+            [name for name, _, _ in _GPU_STATE_FAMILIES] + [f.metric_name for f in self._gpu_fields],
+            self._gpu_label_text,
+        )
+        self._health = PrefixTable(
+            [("gpulse_gpu_health_status", f',status="{HEALTH_NAMES[int(c)]}"') for c in _HEALTH_CODES],
+            self._gpu_label_text,
+        )
+        self._dcgm = PrefixTable([f.name for f in DCGM_FAMILIES], self._dcgm_label_text)
+        self._dcgm_columns = np.array([f.column(catalog) for f in DCGM_FAMILIES], dtype=np.int64)
+        self._dcgm_scales = np.array([f.scale for f in DCGM_FAMILIES])
+        self._dcgm_whole = np.array([f.whole for f in DCGM_FAMILIES])
+        self._dcgm_heads = [header(f.name, f.kind, f.help) for f in DCGM_FAMILIES]
+        self._info_lines: dict[int, tuple[tuple[str, ...], str]] = {}
         self._generation = -1
-        self._gpu_labels: list[str] = []
-        self._host_labels: list[str] = []
+
+    # -- labels ------------------------------------------------------------------------------------
+    def _host_id(self, slot: int) -> str:
+        record = self.store.by_slot[slot]
+        assert record is not None
+        return record.host_id
+
+    def _gpu_label_text(self, row: int) -> str:
+        meta = self.store.gpu_meta[row]
+        assert meta is not None
+        host = self._host_id(int(self.store.gpu_host_slot[row]))
+        return f'host="{escape(host)}",gpu="{meta.index}",uuid="{escape(meta.uuid)}",model="{escape(meta.model)}"'
+
+    def _dcgm_label_text(self, row: int) -> str:
+        meta = self.store.gpu_meta[row]
+        assert meta is not None
+        return dcgm_labels(self._host_id(int(self.store.gpu_host_slot[row])), meta)
 
     def _refresh_labels(self) -> None:
-        if self._generation == self.store.generation and len(self._host_labels) == len(self.store.by_slot):
+        store = self.store
+        if self._generation == store.generation and len(self._hosts.labels) >= len(store.by_slot):
             return
-        self._host_labels = [f'host="{escape(r.host_id)}"' if r is not None else "" for r in self.store.by_slot]
-        labels = []
-        for meta in self.store.gpu_meta:
-            if meta is None:
-                labels.append("")
-                continue
-            host = self.store.by_slot[int(self.store.gpu_host_slot[meta.row])]
-            assert host is not None
-            labels.append(
-                f'host="{escape(host.host_id)}",gpu="{meta.index}",uuid="{escape(meta.uuid)}",'
-                f'model="{escape(meta.model)}"'
-            )
-        self._gpu_labels = labels
-        self._generation = self.store.generation
+        host_keys: list[Hashable] = [r.host_id if r is not None else None for r in store.by_slot]
+        self._hosts.refresh(host_keys)
+        gpu_keys: list[Hashable] = [
+            (id(m), m.uuid, self._host_id(int(store.gpu_host_slot[m.row]))) if m is not None else None
+            for m in store.gpu_meta
+        ]
+        self._gpus.refresh(gpu_keys)
+        self._health.refresh(gpu_keys)
+        if "dcgm" in self.formats:
+            self._dcgm.refresh(gpu_keys)
+        self._generation = store.generation
 
+    # -- render ------------------------------------------------------------------------------------
     def render(self) -> str:
+        """The whole exposition text, ending in a newline (or empty when there is nothing to show)."""
         self._refresh_labels()
         store = self.store
+        n_slots = len(store.by_slot)
         now_ns = int(self.clock() * 1e9)
-        fresh_slots = (store.host_time_ns[: len(store.by_slot)] > now_ns - int(self.stale_after * 1e9)) & np.array(
-            [r is not None for r in store.by_slot], dtype=bool
-        )
-        out: list[str] = []
-        self._render_hosts(out, fresh_slots)
-        self._render_gpus(out, fresh_slots)
-        return "\n".join(out) + "\n" if out else ""
+        present = np.array([r is not None for r in store.by_slot], dtype=bool)
+        fresh = present & (store.host_time_ns[:n_slots] > now_ns - int(self.stale_after * 1e9))
+        n_rows = len(store.gpu_meta)
+        host_slot = store.gpu_host_slot[:n_rows]
+        rows = np.flatnonzero((host_slot >= 0) & fresh[np.maximum(host_slot, 0)])
+        blocks: list[str] = []
+        if "gpulse" in self.formats:
+            self._render_hosts(blocks, present, fresh)
+            self._render_gpus(blocks, rows)
+        if "dcgm" in self.formats:
+            self._render_dcgm(blocks, rows)
+        return "\n".join(blocks) + "\n" if blocks else ""
 
-    def _render_hosts(self, out: list[str], fresh: np.ndarray) -> None:
+    def _render_hosts(self, blocks: list[str], present: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -> None:
         store = self.store
+        table = self._hosts.table
+        all_slots = np.flatnonzero(present)
         slots = np.flatnonzero(fresh)
-        out.append("# HELP gpulse_host_up 1 while the host's agent is connected and sending.")
-        out.append("# TYPE gpulse_host_up gauge")
-        for slot in range(len(store.by_slot)):
-            record = store.by_slot[slot]
-            if record is not None:
-                up = 1 if record.connected and fresh[slot] else 0
-                out.append(f"gpulse_host_up{{{self._host_labels[slot]}}} {up}")
-        out.append("# HELP gpulse_host_last_frame_timestamp_seconds Sample time of the host's newest frame.")
-        out.append("# TYPE gpulse_host_last_frame_timestamp_seconds gauge")
-        for slot in range(len(store.by_slot)):
-            if store.by_slot[slot] is not None and store.host_time_ns[slot]:
-                out.append(
-                    f"gpulse_host_last_frame_timestamp_seconds{{{self._host_labels[slot]}}} "
-                    f"{store.host_time_ns[slot] / 1e9:.3f}"
-                )
-        out.append("# HELP gpulse_host_clock_skew_seconds Agent clock minus collector clock at stream open.")
-        out.append("# TYPE gpulse_host_clock_skew_seconds gauge")
-        for slot in slots.tolist():
-            rec = store.by_slot[slot]
-            assert rec is not None
-            out.append(f"gpulse_host_clock_skew_seconds{{{self._host_labels[slot]}}} {rec.clock_skew_seconds:.3f}")
-        values = store.host_values[slots]
-        for col, fid in enumerate(store.catalog.host_ids):
-            self._render_field(out, store.catalog[fid], values[:, col], [self._host_labels[s] for s in slots])
+        records = [store.by_slot[s] for s in all_slots.tolist()]
+        connected = np.array([r is not None and r.connected for r in records], dtype=np.bool_)
+        up = (connected & fresh[all_slots]).astype(np.float64)
+        (up_name, up_kind, up_help), (ts_name, ts_kind, ts_help), (sk_name, sk_kind, sk_help) = _HOST_STATE_FAMILIES
+        blocks.append(block(header(up_name, up_kind, up_help), table[0, all_slots].tolist(), format_values(up)))
+        sent = all_slots[store.host_time_ns[all_slots] > 0]
+        stamps = np.round(store.host_time_ns[sent] / 1e9, 3)
+        blocks.append(block(header(ts_name, ts_kind, ts_help), table[1, sent].tolist(), format_values(stamps)))
+        skew = np.array([store.by_slot[s].clock_skew_seconds for s in slots.tolist()])  # type: ignore[union-attr]
+        blocks.append(block(header(sk_name, sk_kind, sk_help), table[2, slots].tolist(), format_values(skew)))
+        blocks.append(self._host_info(slots))
+        offset = len(_HOST_STATE_FAMILIES)
+        self._render_matrix(blocks, self._host_heads, table[offset:], slots, store.host_values[slots])
 
-    def _render_gpus(self, out: list[str], fresh_slots: np.ndarray) -> None:
-        store = self.store
-        n = len(store.gpu_meta)
-        host_slot = store.gpu_host_slot[:n]
-        rows = np.flatnonzero((host_slot >= 0) & fresh_slots[np.maximum(host_slot, 0)])
-        labels = [self._gpu_labels[r] for r in rows]
-        out.append("# HELP gpulse_gpu_info GPU inventory; always 1.")
-        out.append("# TYPE gpulse_gpu_info gauge")
-        for r, lab in zip(rows, labels, strict=True):
-            meta = store.gpu_meta[r]
-            assert meta is not None
-            out.append(
-                f'gpulse_gpu_info{{{lab},pci_bus_id="{escape(meta.pci_bus_id)}",serial="{escape(meta.serial)}",'
-                f'driver_version="{escape(meta.driver_version)}",vbios_version="{escape(meta.vbios_version)}"}} 1'
+    def _host_info(self, slots: npt.NDArray[np.int64]) -> str:
+        lines = [header("gpulse_host_info", "gauge", "Host inventory from the agent's hello; always 1.")]
+        for slot in slots.tolist():
+            record = self.store.by_slot[slot]
+            assert record is not None
+            h = record.hello
+            lines.append(
+                f'gpulse_host_info{{{self._hosts.labels[slot]},hostname="{escape(h.host.hostname)}",'
+                f'kernel="{escape(h.host.kernel)}",os="{escape(h.host.os)}",'
+                f'agent_version="{escape(h.agent_version)}",gpu_source="{escape(h.host.gpu_source)}"}} 1'
             )
-        values = store.gpu_values[rows]
-        for col, fid in enumerate(store.catalog.gpu_ids):
-            self._render_field(out, store.catalog[fid], values[:, col], labels)
-        out.append("# HELP gpulse_gpu_health_status GPU health from the agent's checks, one series per state.")
-        out.append("# TYPE gpulse_gpu_health_status gauge")
-        for r, lab in zip(rows, labels, strict=True):
-            status = int(store.gpu_health[r])
-            for code, name in HEALTH_NAMES.items():
-                out.append(f'gpulse_gpu_health_status{{{lab},status="{name}"}} {1 if code == status else 0}')
-        out.append("# HELP gpulse_gpu_lost 1 once the agent reported the GPU lost (fallen off the bus).")
-        out.append("# TYPE gpulse_gpu_lost gauge")
-        for r, lab in zip(rows, labels, strict=True):
-            out.append(f"gpulse_gpu_lost{{{lab}}} {int(store.gpu_lost[r])}")
-        out.append("# HELP gpulse_gpu_xid_errors_total XID errors reported by the driver, every occurrence.")
-        out.append("# TYPE gpulse_gpu_xid_errors_total counter")
+        return "\n".join(lines)
+
+    def _render_gpus(self, blocks: list[str], rows: npt.NDArray[np.int64]) -> None:
+        store = self.store
+        table = self._gpus.table
+        blocks.append(self._gpu_info(rows))
+        offset = len(_GPU_STATE_FAMILIES)
+        self._render_matrix(blocks, self._gpu_heads, table[offset:], rows, store.gpu_values[rows])
+        name, kind, help_text = _GPU_STATE_FAMILIES[0]
+        lost = store.gpu_lost[rows].astype(np.float64)
+        blocks.append(block(header(name, kind, help_text), table[0, rows].tolist(), format_values(lost)))
+        blocks.append(self._health_block(rows))
+        blocks.append(self._xid_block(rows))
+
+    def _gpu_info(self, rows: npt.NDArray[np.int64]) -> str:
+        lines = [header("gpulse_gpu_info", "gauge", "GPU inventory; always 1.")]
+        labels = self._gpus.labels
+        cache = self._info_lines
+        for row in rows.tolist():
+            meta = self.store.gpu_meta[row]
+            assert meta is not None
+            # The driver can change under the same GPU (an upgrade and reconnect): key on it too.
+            key = (labels[row], meta.pci_bus_id, meta.serial, meta.driver_version, meta.vbios_version)
+            cached = cache.get(row)
+            if cached is None or cached[0] != key:
+                line = (
+                    f'gpulse_gpu_info{{{labels[row]},pci_bus_id="{escape(meta.pci_bus_id)}",'
+                    f'serial="{escape(meta.serial)}",driver_version="{escape(meta.driver_version)}",'
+                    f'vbios_version="{escape(meta.vbios_version)}"}} 1'
+                )
+                cached = cache[row] = (key, line)
+            lines.append(cached[1])
+        return "\n".join(lines)
+
+    def _health_block(self, rows: npt.NDArray[np.int64]) -> str:
+        head = header("gpulse_gpu_health_status", "gauge", "GPU health from the agent's checks, one series per state.")
+        status = self.store.gpu_health[rows]
+        flags = (status[:, None] == _HEALTH_CODES[None, :]).astype(np.float64).ravel()
+        prefixes = self._health.table[:, rows].T.ravel().tolist()  # row-major, like the flags
+        return block(head, prefixes, format_values(flags))
+
+    def _xid_block(self, rows: npt.NDArray[np.int64]) -> str:
+        lines = [
+            header("gpulse_gpu_xid_errors_total", "counter", "XID errors reported by the driver, every occurrence.")
+        ]
         row_set = set(rows.tolist())
-        for (row, xid), count in sorted(store.xid_counts.items()):
+        labels = self._gpus.labels
+        for (row, xid), count in sorted(self.store.xid_counts.items()):
             if row in row_set:
-                out.append(f'gpulse_gpu_xid_errors_total{{{self._gpu_labels[row]},xid="{xid}"}} {count}')
+                lines.append(f'gpulse_gpu_xid_errors_total{{{labels[row]},xid="{xid}"}} {count}')
+        return "\n".join(lines)
+
+    def _render_dcgm(self, blocks: list[str], rows: npt.NDArray[np.int64]) -> None:
+        values = self.store.gpu_values[rows][:, self._dcgm_columns] * self._dcgm_scales
+        values[:, self._dcgm_whole] = np.floor(values[:, self._dcgm_whole])
+        self._render_matrix(blocks, self._dcgm_heads, self._dcgm.table, rows, values)
 
     @staticmethod
-    def _render_field(out: list[str], field: Field, column: np.ndarray, labels: list[str]) -> None:
-        name = field.metric_name
-        present = np.flatnonzero(~np.isnan(column))
-        out.append(f"# HELP {name} {field.help}")
-        out.append(f"# TYPE {name} {'counter' if field.kind is Kind.COUNTER else 'gauge'}")
-        values = column[present].tolist()  # Python floats: repr() of a numpy scalar is not exposition syntax
-        out.extend(f"{name}{{{labels[i]}}} {_fmt(v)}" for i, v in zip(present.tolist(), values, strict=True))
+    def _render_matrix(
+        blocks: list[str],
+        heads: list[str],
+        table: npt.NDArray[np.object_],
+        rows: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+    ) -> None:
+        """One family per column of ``values`` (one line per row of it), NaN left out; formatted in one pass."""
+        by_family = np.ascontiguousarray(values.T)
+        keep = ~np.isnan(by_family)
+        texts = format_values(by_family[keep])
+        prefixes = table[:, rows][keep].tolist()
+        ends = np.cumsum(keep.sum(axis=1)).tolist()
+        start = 0
+        for head, end in zip(heads, ends, strict=True):
+            blocks.append(block(head, prefixes[start:end], texts[start:end]))
+            start = end
+
+
+def _field_header(name: str, kind: Kind, help_text: str) -> str:
+    return header(name, "counter" if kind is Kind.COUNTER else "gauge", help_text)
