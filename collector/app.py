@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from collector.config import CollectorConfig
-from collector.exposition import FleetExposition
+from collector.exposition import EventTallies, FleetExposition
 from collector.http import build_app
 from collector.selfmetrics import CollectorMetrics
 from collector.server import TelemetryService
@@ -43,14 +43,19 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     store = FleetStore()
     metrics = CollectorMetrics()
     metrics.shard.labels(config.collector_id).set(1)
-    service = TelemetryService(store=store, metrics=metrics, collector_id=config.collector_id, limits=config.limits)
+    tallies = EventTallies()
+    service = TelemetryService(
+        store=store, metrics=metrics, collector_id=config.collector_id, limits=config.limits, observers=[tallies]
+    )
     server = grpc.aio.server(options=server_options())
     pb_grpc.add_TelemetryServicer_to_server(service, server)
     grpc_port = server.add_secure_port(config.listen, server_credentials(config.tls))
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {config.listen}")
     await server.start()
-    exposition = FleetExposition(store, stale_after=config.stale_after, formats=config.exposition_formats)
+    exposition = FleetExposition(
+        store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
+    )
     app = build_app(store, exposition, metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

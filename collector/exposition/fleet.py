@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.exposition.dcgm import DCGM_FAMILIES, dcgm_labels
+from collector.exposition.events import EventTallies
 from collector.exposition.labels import PrefixTable
 from collector.exposition.text import block, escape, format_values, header
 from collector.store import HEALTH_NAMES, FleetStore
@@ -26,11 +27,21 @@ __all__ = ["FORMATS", "FleetExposition", "escape"]
 FORMATS = ("gpulse", "dcgm")
 
 _HEALTH_CODES = np.array(sorted(HEALTH_NAMES), dtype=np.int64)
-_GPU_STATE_FAMILIES = (("gpulse_gpu_lost", "gauge", "1 once the agent reported the GPU lost (fallen off the bus)."),)
+_GPU_STATE_FAMILIES = (
+    ("gpulse_gpu_lost", "gauge", "1 once the agent reported the GPU lost (fallen off the bus)."),
+    ("gpulse_gpu_pcie_link_max_generation", "gauge", "Highest PCIe generation the GPU and its slot support."),
+    ("gpulse_gpu_pcie_link_max_width", "gauge", "Widest PCIe link, in lanes, the GPU and its slot support."),
+)
+_DCGM_XID = ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered.")
 _HOST_STATE_FAMILIES = (
     ("gpulse_host_up", "gauge", "1 while the host's agent is connected and sending."),
     ("gpulse_host_last_frame_timestamp_seconds", "gauge", "Sample time of the host's newest frame."),
     ("gpulse_host_clock_skew_seconds", "gauge", "Agent clock minus collector clock at stream open."),
+    (
+        "gpulse_host_spool_dropped_records_total",
+        "counter",
+        "Records the agent's spool dropped unsent to stay in budget.",
+    ),
 )
 
 
@@ -44,6 +55,7 @@ class FleetExposition:
         stale_after: float = 120.0,
         clock: Callable[[], float] = time.time,
         formats: Sequence[str] = ("gpulse",),
+        tallies: EventTallies | None = None,
     ) -> None:
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown:
@@ -52,6 +64,7 @@ class FleetExposition:
         self.stale_after = stale_after
         self.clock = clock
         self.formats = tuple(formats)
+        self.tallies = tallies or EventTallies()
         catalog = store.catalog
         self._host_fields = [catalog[fid] for fid in catalog.host_ids]
         self._gpu_fields = [catalog[fid] for fid in catalog.gpu_ids]
@@ -69,12 +82,13 @@ class FleetExposition:
             [("gpulse_gpu_health_status", f',status="{HEALTH_NAMES[int(c)]}"') for c in _HEALTH_CODES],
             self._gpu_label_text,
         )
-        self._dcgm = PrefixTable([f.name for f in DCGM_FAMILIES], self._dcgm_label_text)
+        self._dcgm = PrefixTable([f.name for f in DCGM_FAMILIES] + [_DCGM_XID[0]], self._dcgm_label_text)
         self._dcgm_columns = np.array([f.column(catalog) for f in DCGM_FAMILIES], dtype=np.int64)
         self._dcgm_scales = np.array([f.scale for f in DCGM_FAMILIES])
         self._dcgm_whole = np.array([f.whole for f in DCGM_FAMILIES])
         self._dcgm_heads = [header(f.name, f.kind, f.help) for f in DCGM_FAMILIES]
         self._info_lines: dict[int, tuple[tuple[str, ...], str]] = {}
+        self._pcie_max: npt.NDArray[np.float64] = np.empty((0, 2))
         self._generation = -1
 
     # -- labels ------------------------------------------------------------------------------------
@@ -108,6 +122,14 @@ class FleetExposition:
         self._health.refresh(gpu_keys)
         if "dcgm" in self.formats:
             self._dcgm.refresh(gpu_keys)
+        # Inventory limits, for link-downgrade rules; zero means the agent could not read them.
+        pcie_max = np.full((len(store.gpu_meta), 2), np.nan)
+        for record in store.by_slot:
+            if record is not None:
+                for meta, inv in zip(record.gpus, record.hello.gpus, strict=False):
+                    if inv.pcie_max_generation:
+                        pcie_max[meta.row] = (inv.pcie_max_generation, inv.pcie_max_width or np.nan)
+        self._pcie_max = pcie_max
         self._generation = store.generation
 
     # -- render ------------------------------------------------------------------------------------
@@ -138,13 +160,19 @@ class FleetExposition:
         records = [store.by_slot[s] for s in all_slots.tolist()]
         connected = np.array([r is not None and r.connected for r in records], dtype=np.bool_)
         up = (connected & fresh[all_slots]).astype(np.float64)
-        (up_name, up_kind, up_help), (ts_name, ts_kind, ts_help), (sk_name, sk_kind, sk_help) = _HOST_STATE_FAMILIES
+        (up_name, up_kind, up_help), (ts_name, ts_kind, ts_help), (sk_name, sk_kind, sk_help) = _HOST_STATE_FAMILIES[:3]
         blocks.append(block(header(up_name, up_kind, up_help), table[0, all_slots].tolist(), format_values(up)))
         sent = all_slots[store.host_time_ns[all_slots] > 0]
         stamps = np.round(store.host_time_ns[sent] / 1e9, 3)
         blocks.append(block(header(ts_name, ts_kind, ts_help), table[1, sent].tolist(), format_values(stamps)))
-        skew = np.array([store.by_slot[s].clock_skew_seconds for s in slots.tolist()])  # type: ignore[union-attr]
+        fresh_records = [store.by_slot[s] for s in slots.tolist()]
+        skew = np.array([r.clock_skew_seconds if r is not None else np.nan for r in fresh_records])
         blocks.append(block(header(sk_name, sk_kind, sk_help), table[2, slots].tolist(), format_values(skew)))
+        dr_name, dr_kind, dr_help = _HOST_STATE_FAMILIES[3]
+        dropped = self.tallies.spool_dropped_records
+        # Every fresh host gets the counter, at 0 until a drop: increase() cannot see a series' first value.
+        drops = np.array([dropped.get(r.host_id, 0) if r is not None else 0 for r in fresh_records], dtype=np.float64)
+        blocks.append(block(header(dr_name, dr_kind, dr_help), table[3, slots].tolist(), format_values(drops)))
         blocks.append(self._host_info(slots))
         offset = len(_HOST_STATE_FAMILIES)
         self._render_matrix(blocks, self._host_heads, table[offset:], slots, store.host_values[slots])
@@ -171,6 +199,11 @@ class FleetExposition:
         name, kind, help_text = _GPU_STATE_FAMILIES[0]
         lost = store.gpu_lost[rows].astype(np.float64)
         blocks.append(block(header(name, kind, help_text), table[0, rows].tolist(), format_values(lost)))
+        for i, (name, kind, help_text) in enumerate(_GPU_STATE_FAMILIES[1:3]):
+            limit = self._pcie_max[rows, i]
+            known = ~np.isnan(limit)
+            prefixes = table[1 + i, rows[known]].tolist()
+            blocks.append(block(header(name, kind, help_text), prefixes, format_values(limit[known])))
         blocks.append(self._health_block(rows))
         blocks.append(self._xid_block(rows))
 
@@ -215,7 +248,17 @@ class FleetExposition:
     def _render_dcgm(self, blocks: list[str], rows: npt.NDArray[np.int64]) -> None:
         values = self.store.gpu_values[rows][:, self._dcgm_columns] * self._dcgm_scales
         values[:, self._dcgm_whole] = np.floor(values[:, self._dcgm_whole])
-        self._render_matrix(blocks, self._dcgm_heads, self._dcgm.table, rows, values)
+        self._render_matrix(blocks, self._dcgm_heads, self._dcgm.table[: len(DCGM_FAMILIES)], rows, values)
+        last_xid = self.tallies.last_xid
+        store = self.store
+        keys = []
+        for row in rows.tolist():
+            meta = store.gpu_meta[row]
+            assert meta is not None
+            keys.append((self._host_id(int(store.gpu_host_slot[row])), meta.uuid))
+        xids = np.array([last_xid.get(k, 0) for k in keys], dtype=np.float64)
+        prefixes = self._dcgm.table[len(DCGM_FAMILIES), rows].tolist()
+        blocks.append(block(header(*_DCGM_XID), prefixes, format_values(xids)))
 
     @staticmethod
     def _render_matrix(

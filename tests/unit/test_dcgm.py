@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.exposition import FleetExposition
+from collector.exposition import EventTallies, FleetExposition
 from collector.exposition.dcgm import DCGM_FAMILIES
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
@@ -27,7 +27,7 @@ BASE = {  # base units, as the catalog keeps them
 }
 
 
-def render(formats: tuple[str, ...]) -> str:
+def render(formats: tuple[str, ...], xid: int = 0) -> str:
     store = FleetStore()
     h = pb.Hello(
         host_id="node-7",
@@ -46,7 +46,10 @@ def render(formats: tuple[str, ...]) -> str:
     store.apply_frame(
         record, decode_frame(encode_frame(NOW, host, gpu), layout, now_ns=NOW, max_future_ns=1, max_age_ns=1)
     )
-    return FleetExposition(store, clock=lambda: NOW / 1e9, formats=formats).render()
+    tallies = EventTallies()
+    if xid:
+        tallies.event_applied(record, pb.Event(unix_ns=NOW, xid=pb.XidEvent(gpu_index=0, xid=xid, count=1)))
+    return FleetExposition(store, clock=lambda: NOW / 1e9, formats=formats, tallies=tallies).render()
 
 
 def values(text: str) -> dict[str, tuple[dict[str, str], float]]:
@@ -80,6 +83,11 @@ def test_dcgm_names_carry_dcgm_labels_and_units() -> None:
     assert got["DCGM_FI_DEV_POWER_VIOLATION"][1] == 2.5e6  # microseconds
     assert got["DCGM_FI_DEV_POWER_USAGE"][1] == 512.25 and got["DCGM_FI_DEV_GPU_TEMP"][1] == 61
     assert "DCGM_FI_DEV_FAN_SPEED" not in got  # not read: no series, never a 0
+    assert got["DCGM_FI_DEV_XID_ERRORS"][1] == 0  # no XID yet
+
+
+def test_dcgm_xid_errors_is_the_last_xid_seen() -> None:
+    assert values(render(("dcgm",), xid=79))["DCGM_FI_DEV_XID_ERRORS"][1] == 79
 
 
 def test_dcgm_alone_has_no_gpulse_series_and_both_has_both() -> None:
@@ -94,7 +102,7 @@ def test_promtool_only_objects_to_dcgm_exporters_own_names() -> None:
     )
     problems = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
     counters = {f.name for f in DCGM_FAMILIES if f.kind == "counter"}
-    dcgm_names = {f.name for f in DCGM_FAMILIES}
+    dcgm_names = {f.name for f in DCGM_FAMILIES} | {"DCGM_FI_DEV_XID_ERRORS"}
     assert problems, "dcgm-exporter's names break the lint rules; promtool is expected to say so"
     for line in problems:
         name = line.split()[0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.exposition import FleetExposition
+from collector.exposition import EventTallies, FleetExposition
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout, decode_frame, encode_frame
@@ -106,6 +106,26 @@ def test_stale_host_keeps_only_up_zero() -> None:
     text = FleetExposition(store, stale_after=120, clock=lambda: NOW / 1e9).render()
     assert 'gpulse_host_up{host="old"} 0' in text and 'gpulse_host_up{host="new"} 1' in text
     assert 'uuid="GPU-o"' not in text and 'gpulse_host_load1{host="old"}' not in text
+
+
+def test_spool_drops_count_per_host_from_zero_and_pcie_limits_come_from_inventory() -> None:
+    store = FleetStore()
+    h = hello("node-a", ["GPU-1"])
+    h.gpus[0].pcie_max_generation, h.gpus[0].pcie_max_width = 5, 16
+    feed(store, h, temperature=40.0)
+    feed(store, hello("node-b", ["GPU-2"]), temperature=40.0)
+    tallies = EventTallies()
+    exposition = FleetExposition(store, clock=lambda: NOW / 1e9, tallies=tallies)
+    text = exposition.render()
+    assert 'gpulse_host_spool_dropped_records_total{host="node-a"} 0' in text
+    drop = pb.Event(unix_ns=NOW, spool_drop=pb.SpoolDropEvent(first_seq=5, last_seq=9, records=5, bytes=900))
+    tallies.event_applied(store.hosts["node-a"], drop)
+    tallies.event_applied(store.hosts["node-a"], drop)
+    text = exposition.render()
+    assert 'gpulse_host_spool_dropped_records_total{host="node-a"} 10' in text
+    assert 'gpulse_host_spool_dropped_records_total{host="node-b"} 0' in text
+    assert 'gpulse_gpu_pcie_link_max_width{host="node-a",gpu="0",uuid="GPU-1"' in text
+    assert 'gpulse_gpu_pcie_link_max_generation{host="node-b"' not in text  # unknown: no series
 
 
 def test_an_unknown_format_is_refused() -> None:

@@ -1,0 +1,63 @@
+"""deploy/prometheus: the scrape config and rules pass promtool, their unit tests pass, and every
+gpulse metric they name is one the collector actually exposes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collector.exposition.dcgm import DCGM_FAMILIES
+from tests.exposed_names import exposed_metric_names
+
+pytestmark = pytest.mark.e2e
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60, cwd=DEPLOY)
+    except FileNotFoundError:
+        pytest.fail("promtool is required (Debian package prometheus)")
+
+
+def test_config_and_rules_pass_promtool_check() -> None:
+    result = promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = promtool("check", "rules", "recording.rules.yml", "alerting.rules.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rule_unit_tests_pass() -> None:
+    result = promtool("test", "rules", "tests/rules_test.yml")
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
+def test_rules_cover_the_default_rule_pack() -> None:
+    names = {
+        rule["alert"]
+        for group in yaml.safe_load((DEPLOY / "alerting.rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    expected = {
+        "GpuXidApplicationError", "GpuXidResetRequired", "GpuXidRebootRequired", "GpuXidNvlink", "GpuXidMemory",
+        "GpuLost", "GpuMissingFromInventory", "GpuVolatileDoubleBitError", "GpuRowRemapFailure",
+        "GpuRowRemapPending", "GpuRetiredPagesPending", "GpuRetiredPagesHigh", "GpuThermalViolation",
+        "GpuPowerViolation", "GpuNvlinkErrors", "GpuNvlinkDown", "GpuPcieReplayRate", "GpuPcieLinkDowngraded",
+        "GpuHostDown", "GpuHostClockSkew", "GpulseSpoolDropping",
+    }  # fmt: skip
+    assert expected <= names
+
+
+def test_every_gpulse_metric_the_rules_name_is_exposed() -> None:
+    exposed = exposed_metric_names() | {f.name for f in DCGM_FAMILIES}
+    for path in ("recording.rules.yml", "alerting.rules.yml"):
+        text = (DEPLOY / path).read_text()
+        text = re.sub(r"\b[a-z]+:[a-z0-9_]+:[a-z0-9_]+", "", text)  # recording rule names, not metrics
+        named = set(re.findall(r"\b(gpulse_[a-z0-9_]+)", text))
+        assert named <= exposed, f"{path} names metrics nobody exposes: {sorted(named - exposed)}"
