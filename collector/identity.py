@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,6 +24,7 @@ class PeerIdentity:
     host_id: str
     serial: int
     not_after_unix: float
+    not_before_unix: float = 0.0
 
 
 @lru_cache(maxsize=4096)
@@ -39,14 +41,37 @@ def _parse(pem: bytes) -> PeerIdentity:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names or not str(names[0].value):
         raise IdentityError("no_identity", "client certificate has no common name")
-    return PeerIdentity(str(names[0].value), cert.serial_number, cert.not_valid_after_utc.timestamp())
+    return PeerIdentity(
+        str(names[0].value),
+        cert.serial_number,
+        cert.not_valid_after_utc.timestamp(),
+        cert.not_valid_before_utc.timestamp(),
+    )
 
 
-def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> PeerIdentity:
-    """The identity in a verified client certificate; gRPC has already checked it chains to our CA."""
+def peer_identity(
+    auth_context: Mapping[str, Iterable[bytes]],
+    *,
+    revoked: Callable[[int], bool] | None = None,
+    now: float | None = None,
+) -> PeerIdentity:
+    """The identity in a verified client certificate; gRPC has already checked it chains to our CA.
+
+    The validity window is checked again here (against our clock, ``now``), and ``revoked`` is the CRL.
+    """
     if list(auth_context.get("transport_security_type", ())) != [b"ssl"]:
         raise IdentityError("no_tls", "stream is not over TLS")
     pem = list(auth_context.get("x509_pem_cert", ()))
     if not pem:
         raise IdentityError("no_client_cert", "no client certificate presented")
-    return _parse(pem[0])
+    identity = _parse(pem[0])
+    when = dt.datetime.now(dt.UTC).timestamp() if now is None else now
+    if when > identity.not_after_unix:
+        raise IdentityError("expired", f"client certificate of {identity.host_id!r} has expired")
+    if when < identity.not_before_unix:
+        raise IdentityError("not_yet_valid", f"client certificate of {identity.host_id!r} is not valid yet")
+    if revoked is not None and revoked(identity.serial):
+        raise IdentityError(
+            "revoked", f"client certificate of {identity.host_id!r} (serial {identity.serial:x}) is revoked"
+        )
+    return identity

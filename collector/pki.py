@@ -198,3 +198,61 @@ def issue(
     _write_private(key_path, _key_pem(key))
     _write_public(cert_path, _cert_pem(cert))
     return Issued(cert_path, key_path)
+
+
+CRL = "crl.pem"
+
+
+def revoke(
+    directory: Path,
+    *,
+    name: str | None = None,
+    serial: int | None = None,
+    role: str = "agent",
+    days: int = 30,
+    now: dt.datetime | None = None,
+) -> tuple[Path, int | None]:
+    """Add a certificate (by agent/collector name, or by serial) to ``crl.pem``, re-signed by the CA.
+
+    With neither ``name`` nor ``serial`` the list is only re-signed with a new next-update date.
+    Returns the CRL path and the serial revoked.
+    """
+    if days <= 0:
+        raise PkiError(f"CRL validity must be at least one day, got {days}")
+    ca_cert, ca_key = load_ca(directory)
+    if name is not None:
+        check_name(name, role)
+        cert_path = directory / ("agents" if role == "agent" else "collectors") / f"{name}.pem"
+        try:
+            serial = x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+        except FileNotFoundError:
+            raise PkiError(f"no {role} certificate {cert_path}; use --serial for one issued elsewhere") from None
+    crl_path = directory / CRL
+    entries: dict[int, dt.datetime] = {}
+    if crl_path.exists():
+        old = x509.load_pem_x509_crl(crl_path.read_bytes())
+        if not old.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+            raise PkiError(f"{crl_path} is not signed by this CA; refusing to extend it")
+        entries = {e.serial_number: e.revocation_date_utc for e in old}
+    moment = now or dt.datetime.now(dt.UTC)
+    if serial is not None:
+        entries.setdefault(serial, moment)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(moment)
+        .next_update(moment + dt.timedelta(days=days))
+    )
+    for number, when in sorted(entries.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(number).revocation_date(when).build()
+        )
+    # Replace atomically: a collector re-reading the list must never see half of it.
+    tmp = crl_path.with_name(CRL + ".tmp")
+    _write_public(tmp, _cert_pem_crl(builder.sign(ca_key, hashes.SHA256())))
+    tmp.replace(crl_path)
+    return crl_path, serial
+
+
+def _cert_pem_crl(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(serialization.Encoding.PEM)

@@ -117,3 +117,20 @@ class Section:
         unknown = sorted(set(self.data) - self._seen)
         if unknown:
             raise self.error(unknown[0], "unknown key")
+
+
+_AGENT_MARKS = ("collector", "host_id", "gpu", "sim", "backoff", "spool", "interval")
+_COLLECTOR_MARKS = ("listen", "http_listen", "collector_id", "limits", "exposition", "alerting", "remote_write")
+
+
+def infer_kind(path: Path) -> str:
+    """Tell an agent config from a collector config by the keys it uses, then by its file name."""
+    data = load_toml(path)
+    agent = sum(key in data for key in _AGENT_MARKS)
+    collector = sum(key in data for key in _COLLECTOR_MARKS)
+    if agent != collector:
+        return "agent" if agent > collector else "collector"
+    for kind in ("agent", "collector"):
+        if kind in path.name:
+            return kind
+    raise ConfigError(path, "", "cannot tell an agent config from a collector config; name the kind first")

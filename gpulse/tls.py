@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import structlog
+from cryptography import x509
+
+log = structlog.get_logger("gpulse.tls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +48,58 @@ def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     """Client credentials presenting ``files.cert`` and trusting only ``files.ca``."""
     ca, cert, key = files.read()
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def fingerprint(files: TlsFiles) -> str:
+    """A digest of the three files' contents ("" if one is unreadable), to notice a rotation on disk."""
+    digest = hashlib.sha256()
+    try:
+        for path in (files.ca, files.cert, files.key):
+            digest.update(path.read_bytes())
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def validity_problem(cert_pem: bytes, now: dt.datetime) -> str:
+    """Why a certificate cannot be used at ``now`` ("expired ...", "not valid before ..."), or ""."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    if now < cert.not_valid_before_utc:
+        return f"not valid before {cert.not_valid_before_utc.isoformat()}"
+    if now > cert.not_valid_after_utc:
+        return f"expired at {cert.not_valid_after_utc.isoformat()}"
+    return ""
+
+
+class WatchedChannelCredentials:
+    """Channel credentials built from files on each call; ``changed()`` tells when they were rotated."""
+
+    def __init__(self, files: TlsFiles, *, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.files = files
+        self.now = now
+        self._loaded = ""
+
+    def __call__(self) -> grpc.ChannelCredentials:
+        ca, cert, key = self.files.read()
+        self._loaded = fingerprint(self.files)
+        try:
+            problem = validity_problem(cert, self.now())
+        except ValueError as exc:
+            raise OSError(f"TLS cert file {self.files.cert} is not a PEM certificate: {exc}") from None
+        if problem:
+            # The collector will refuse the handshake; say why here, where the operator looks first.
+            log.error("client certificate is unusable", cert=str(self.files.cert), problem=problem)
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def use(self, files: TlsFiles) -> None:
+        """Switch to other paths (after a config reload); the next check reports a change."""
+        if files != self.files:
+            self.files = files
+            self._loaded = "moved"
+
+    def changed(self) -> bool:
+        """True when the files on disk differ from those the last credentials were built from."""
+        if not self._loaded:
+            return False
+        current = fingerprint(self.files)
+        return bool(current) and current != self._loaded

@@ -1,0 +1,69 @@
+"""The collector's server certificate, re-read for new connections when it is rotated on disk."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gpulse.tls import TlsFiles, fingerprint
+
+log = structlog.get_logger("gpulse.collector.certificates")
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class ServerCertificates:
+    """gRPC dynamic server credentials: each new handshake asks ``fetch`` whether the files changed.
+
+    Open streams keep the certificate they were established with; only new connections see the new
+    one, so a rotation never drops an agent.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self.rotations = 0
+        self.failures = 0
+        self._loaded = ""
+        self._failed = ""
+
+    def _configuration(self) -> object:
+        ca, cert, key = self.files.read()
+        # A rotation caught halfway (new cert, old key) must not reach gRPC: it would fail every handshake.
+        try:
+            cert_key = x509.load_pem_x509_certificate(cert).public_key()
+            private = serialization.load_pem_private_key(key, password=None)
+            x509.load_pem_x509_certificates(ca)
+        except ValueError as exc:
+            names = f"{self.files.cert} / {self.files.key} / {self.files.ca}"
+            raise OSError(f"TLS files {names} are not valid PEM: {exc}") from None
+        if cert_key.public_bytes(*_SPKI) != private.public_key().public_bytes(*_SPKI):
+            raise OSError(f"TLS key {self.files.key} does not match certificate {self.files.cert}")
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Credentials that require a client certificate from our CA and follow rotations."""
+        initial = self._configuration()
+        self._loaded = fingerprint(self.files)
+        return grpc.dynamic_ssl_server_credentials(initial, self.fetch, require_client_authentication=True)
+
+    def use(self, files: TlsFiles) -> None:
+        """Switch to other paths (after a config reload); the next handshake picks them up."""
+        self.files = files
+
+    def fetch(self) -> object | None:
+        """Called by gRPC before each handshake: a new configuration, or None to keep the current one."""
+        current = fingerprint(self.files)
+        if not current or current in (self._loaded, self._failed):
+            return None
+        try:
+            configuration = self._configuration()
+        except OSError as exc:
+            self.failures += 1
+            self._failed = current
+            log.error("rotated certificate not loaded; keeping the previous one", error=str(exc))
+            return None
+        self._loaded = current
+        self.rotations += 1
+        log.info("server certificate rotated", cert=str(self.files.cert))
+        return configuration

@@ -1,0 +1,89 @@
+"""TLS handshakes gRPC refused before our code saw the stream: read from gRPC's own log, logged and counted.
+
+gRPC verifies client certificates inside its C core; an expired, not-yet-valid, wrong-CA or
+wrong-usage certificate never reaches the servicer. The core reports each refusal on stderr
+("Handshake failed with error SSL_ERROR_SSL: ...: certificate has expired"), so the collector passes
+its stderr through a pipe, turns those lines into a structured log line and a
+``gpulse_collector_streams_refused_total{reason}`` increment, and forwards everything else untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Callable
+
+# Order matters: the first pattern found in the line names the reason.
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("certificate has expired", "expired"),
+    ("certificate is not yet valid", "not_yet_valid"),
+    ("unsupported certificate purpose", "wrong_usage"),
+    ("unable to get local issuer certificate", "wrong_ca"),
+    ("self signed certificate", "wrong_ca"),
+    ("self-signed certificate", "wrong_ca"),
+    ("certificate signature failure", "wrong_ca"),
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "no_client_cert"),
+    ("UNSUPPORTED_PROTOCOL", "tls_version"),
+    ("WRONG_VERSION_NUMBER", "tls_version"),
+    ("PROTOCOL_VERSION", "tls_version"),
+)
+_HANDSHAKE = re.compile(r"Handshake failed with error (?P<detail>.*)$")
+
+
+def classify(line: str) -> tuple[str, str] | None:
+    """(reason, detail) for a gRPC handshake-failure log line, or None for any other line."""
+    match = _HANDSHAKE.search(line)
+    if match is None:
+        return None
+    detail = match.group("detail").strip()
+    for needle, reason in _REASONS:
+        if needle in detail:
+            return reason, detail
+    return "tls_handshake", detail
+
+
+class StderrHandshakeWatcher:
+    """Interposes a pipe on fd 2; calls ``on_refusal(reason, detail)`` for each handshake failure."""
+
+    def __init__(self, on_refusal: Callable[[str, str], None], fd: int = 2) -> None:
+        self.on_refusal = on_refusal
+        self.fd = fd
+        self._saved = -1
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        read_end, write_end = os.pipe()
+        self._saved = os.dup(self.fd)
+        os.dup2(write_end, self.fd)
+        os.close(write_end)
+        self._thread = threading.Thread(target=self._pump, args=(read_end,), name="gpulse-stderr", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Put the original stderr back; the pump thread ends when the pipe closes."""
+        if self._saved < 0:
+            return
+        os.dup2(self._saved, self.fd)  # closes our pipe's write end on fd 2: the reader sees EOF
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        os.close(self._saved)
+        self._saved = -1
+
+    def _pump(self, read_end: int) -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                # Forward first, byte for byte: nothing written to stderr may be lost or delayed.
+                with contextlib.suppress(OSError):
+                    os.write(self._saved, chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    found = classify(line.decode(errors="replace"))
+                    if found is not None:
+                        try:
+                            self.on_refusal(*found)
+                        except Exception:  # a counting bug must never stop stderr from flowing
+                            continue
