@@ -86,3 +86,45 @@ class Alert:
         return Alert(
             self.labels, AlertState.RESOLVED, self.starts_at, self.annotations, at, self.active_at, self.generator_url
         )
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form, for the state database and the outbox."""
+        return {
+            "labels": dict(self.labels),
+            "state": self.state.value,
+            "starts_at": self.starts_at,
+            "annotations": dict(self.annotations),
+            "ends_at": self.ends_at,
+            "active_at": self.active_at,
+            "generator_url": self.generator_url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Alert:
+        """The inverse of ``to_dict``; raises ValueError (naming the field) on a malformed record."""
+        try:
+            labels = data["labels"]
+            annotations = data.get("annotations") or {}
+            if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
+                raise ValueError("labels and annotations must be objects")
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in (*labels.items(), *annotations.items())):
+                raise ValueError("label and annotation names and values must be strings")
+            ends_at = data.get("ends_at")
+            active_at = data.get("active_at")
+            return cls(
+                labels=labels,
+                state=AlertState(data.get("state", "firing")),
+                starts_at=_number(data["starts_at"], "starts_at"),
+                annotations=annotations,
+                ends_at=None if ends_at is None else _number(ends_at, "ends_at"),
+                active_at=None if active_at is None else _number(active_at, "active_at"),
+                generator_url=str(data.get("generator_url") or ""),
+            )
+        except KeyError as exc:
+            raise ValueError(f"alert field {exc.args[0]!r} is required") from None
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"alert field {name!r} must be a number, got {value!r}")
+    return float(value)

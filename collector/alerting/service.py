@@ -1,0 +1,135 @@
+"""Alerting wired together in one place: state, lifecycle, dispatcher, muters, notifier, outbox, receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry
+
+from collector.alerting.alert import Alert
+from collector.alerting.config import AlertingConfig
+from collector.alerting.context import StoreContext
+from collector.alerting.dispatch import Dispatcher
+from collector.alerting.inhibit import Inhibitor
+from collector.alerting.lifecycle import AlertLifecycle
+from collector.alerting.metrics import AlertingMetrics
+from collector.alerting.mute import Muter
+from collector.alerting.notify import Notifier
+from collector.alerting.outbox import Deliverer, RetryPolicy
+from collector.alerting.receivers import Receiver, build_receivers
+from collector.alerting.silence import Silencer
+from collector.alerting.state import AlertingState
+from collector.store import FleetStore
+
+log = structlog.get_logger("gpulse.alerting")
+
+Clock = Callable[[], float]
+STATE_FILE = "alerting.sqlite3"
+
+
+class AlertingService:
+    """The collector's ``AlertSink``; ``start()`` runs the timers and the outbox, ``shutdown()`` stops them."""
+
+    def __init__(
+        self,
+        config: AlertingConfig,
+        state_dir: Path,
+        registry: CollectorRegistry,
+        *,
+        store: FleetStore | None = None,
+        clock: Clock = time.time,
+        retry: RetryPolicy | None = None,
+        receivers: dict[str, Receiver] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.state = AlertingState(state_dir / STATE_FILE)
+        self.metrics = AlertingMetrics(registry)
+        self.dispatcher = Dispatcher(config.route)
+        self.lifecycle = AlertLifecycle(
+            self.state,
+            self.dispatcher,
+            resolve_timeout=config.resolve_timeout,
+            on_reject=lambda reason: self.metrics.alerts_rejected.labels(reason).inc(),
+            enrich=StoreContext(store, config.dashboard_url) if store is not None else None,
+        )
+        self.silencer = Silencer(self.state, clock)
+        self.inhibitor = Inhibitor(config.inhibit_rules, self.lifecycle.firing)
+        self.muters: dict[str, Muter] = {"inhibition": self.inhibitor, "silence": self.silencer}
+        self._retry = retry
+        self._given_receivers = receivers
+        self.receivers: dict[str, Receiver] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self.notifier: Notifier | None = None
+        self.deliverer: Deliverer | None = None
+
+    async def start(self, *, background: bool = True) -> None:
+        """Open receivers and restore state; ``background=False`` leaves calling ``step`` to the caller."""
+        self._session = aiohttp.ClientSession()
+        self.receivers = self._given_receivers or build_receivers(self.config.receivers, self._session, self.clock)
+        self.notifier = Notifier(self.state, self.receivers, self.muters, self.metrics)
+        self.deliverer = Deliverer(self.state, self.receivers, self.metrics, policy=self._retry)
+        self.metrics.watch(self.lifecycle.counts, self.state.outbox_depth, tuple(self.receivers))
+        self.lifecycle.restore(self.clock())
+        depth = sum(self.state.outbox_depth().values())
+        if depth:
+            log.info("pending notifications found in the outbox", count=depth)
+        if background:
+            self._task = asyncio.create_task(self._run(), name="alerting")
+
+    # -- AlertSink ---------------------------------------------------------------------------------
+    def push(self, alerts: Sequence[Alert], now: float) -> None:
+        self.lifecycle.push(alerts, now)
+        self._wake.set()  # a critical alert should not wait for the next tick
+
+    def wake(self) -> None:
+        """Run a step now rather than at the next tick (after a push or a silence change)."""
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    async def step(self, now: float) -> None:
+        """One turn: resolve what went quiet, flush due groups into the outbox, deliver what is due."""
+        assert self.notifier is not None and self.deliverer is not None, "start() first"
+        self.lifecycle.expire(now)
+        for flush in self.dispatcher.tick(now):
+            self.notifier.process(flush, now)
+            self.lifecycle.forget_flushed([a.fingerprint for a in flush.alerts])
+        await self.deliverer.deliver_due(now)
+
+    async def _run(self) -> None:
+        last_gc = 0.0
+        while not self._stopped:
+            try:
+                now = self.clock()
+                await self.step(now)
+                if now - last_gc > 3600:
+                    self.silencer.gc()
+                    last_gc = now
+            except Exception:  # keep alerting alive; the state database holds what is owed
+                log.exception("alerting step failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.tick_interval)
+            self._wake.clear()
+
+    async def shutdown(self) -> None:
+        """Stop the loop and close the database; what is unsent stays in the outbox. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=15)
+        if self._session is not None:
+            await self._session.close()
+        self.metrics.unwatch()
+        self.state.close()
