@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from collector.config import CollectorConfig
+from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
 from collector.http import build_app
 from collector.selfmetrics import CollectorMetrics
@@ -33,10 +34,13 @@ class RunningCollector:
     http_runner: web.AppRunner
     grpc_port: int
     http_port: int
+    remote_writer: RemoteWriter | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
         await self.http_runner.cleanup()
+        if self.remote_writer is not None:  # after ingest stops, so the last frames go out too
+            await self.remote_writer.shutdown()
 
 
 async def start_collector(config: CollectorConfig) -> RunningCollector:
@@ -44,8 +48,13 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     metrics = CollectorMetrics()
     metrics.shard.labels(config.collector_id).set(1)
     tallies = EventTallies()
+    remote_writer = RemoteWriter(config.remote_write, store, metrics.registry) if config.remote_write else None
     service = TelemetryService(
-        store=store, metrics=metrics, collector_id=config.collector_id, limits=config.limits, observers=[tallies]
+        store=store,
+        metrics=metrics,
+        collector_id=config.collector_id,
+        limits=config.limits,
+        observers=[tallies, *([remote_writer] if remote_writer else [])],
     )
     server = grpc.aio.server(options=server_options())
     pb_grpc.add_TelemetryServicer_to_server(service, server)
@@ -53,6 +62,8 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {config.listen}")
     await server.start()
+    if remote_writer is not None:
+        remote_writer.start()
     exposition = FleetExposition(
         store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
     )
@@ -69,7 +80,9 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         http=f"http://{host}:{http_port}/metrics",
         collector_id=config.collector_id,
     )
-    return RunningCollector(store, metrics, service, server, runner, grpc_port, http_port)
+    return RunningCollector(
+        store, metrics, service, server, runner, grpc_port, http_port, remote_writer=remote_writer
+    )
 
 
 async def run_collector(config: CollectorConfig, stop: asyncio.Event) -> None:

@@ -6,6 +6,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.exporters.remote_write import RemoteWriteConfig
+from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.exposition.fleet import FORMATS
 from collector.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
@@ -23,6 +25,7 @@ class CollectorConfig:
     limits: IngestLimits = field(default_factory=IngestLimits)
     log_level: str = "info"
     exposition_formats: tuple[str, ...] = ("gpulse",)  # add "dcgm" for dcgm-exporter names and units
+    remote_write: RemoteWriteConfig | None = None  # [remote_write]: push every frame to a receiver
 
 
 def _host_port(section: Section, key: str, default: str) -> str:
@@ -67,6 +70,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         limits=ingest,
         log_level=level,
         exposition_formats=formats,
+        remote_write=parse_remote_write(root.section("remote_write")),
     )
     root.finish()
     return config

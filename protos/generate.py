@@ -12,31 +12,37 @@ import tempfile
 from pathlib import Path
 
 PROTO = "protos/telemetry.proto"
-GENERATED = ("telemetry_pb2.py", "telemetry_pb2.pyi", "telemetry_pb2_grpc.py")
+# Each proto and the generated files kept from it (remote write has no service, so no _grpc module).
+PROTOS: dict[str, tuple[str, ...]] = {
+    PROTO: ("telemetry_pb2.py", "telemetry_pb2.pyi", "telemetry_pb2_grpc.py"),
+    "protos/remote_write.proto": ("remote_write_pb2.py", "remote_write_pb2.pyi"),
+}
+GENERATED = tuple(name for names in PROTOS.values() for name in names)
 
 
 def generate(root: Path, out_dir: Path) -> list[Path]:
-    """Run protoc on the proto under ``root``; return the generated files placed in ``out_dir``."""
+    """Run protoc on each proto under ``root``; return the generated files placed in ``out_dir``."""
     from grpc_tools import protoc  # build-time tool, not a runtime dependency
 
-    with tempfile.TemporaryDirectory() as scratch:
-        args = [
-            "protoc",
-            f"-I{root}",
-            f"--python_out={scratch}",
-            f"--pyi_out={scratch}",
-            f"--grpc_python_out={scratch}",
-            str(root / PROTO),
-        ]
-        if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed on {root / PROTO}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name in GENERATED:
-            target = out_dir / name
-            shutil.copyfile(Path(scratch) / "protos" / name, target)
-            written.append(target)
-        return written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for proto, names in PROTOS.items():
+        with tempfile.TemporaryDirectory() as scratch:
+            args = [
+                "protoc",
+                f"-I{root}",
+                f"--python_out={scratch}",
+                f"--pyi_out={scratch}",
+                f"--grpc_python_out={scratch}",
+                str(root / proto),
+            ]
+            if protoc.main(args) != 0:
+                raise RuntimeError(f"protoc failed on {root / proto}")
+            for name in names:
+                target = out_dir / name
+                shutil.copyfile(Path(scratch) / "protos" / name, target)
+                written.append(target)
+    return written
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Exporters that push the fleet's data out of the collector (remote write)."""
