@@ -27,6 +27,10 @@ class StreamRefused(Exception):
     """The collector answered the Hello with something other than a Welcome."""
 
 
+class CredentialsRotated(Exception):
+    """The certificate files changed on disk: close this channel and open one with the new identity."""
+
+
 def backoff_delays(config: BackoffConfig, rng: random.Random) -> Callable[[int], float]:
     """Delay before attempt ``n`` (0-based): exponential, capped, with +/- jitter."""
 
@@ -59,6 +63,8 @@ class Shipper:
         server_name: str = "",
         max_in_flight: int = 512,
         rng: random.Random | None = None,
+        credentials_changed: Callable[[], bool] | None = None,
+        rotation_check_seconds: float = 1.0,
     ) -> None:
         self.spool = spool
         self.targets = targets
@@ -69,6 +75,17 @@ class Shipper:
         self.delay = backoff_delays(backoff, rng or random.Random())
         self.stats = ShipperStats()
         self.connected = asyncio.Event()
+        self.credentials_changed = credentials_changed or (lambda: False)
+        self.rotation_check_seconds = rotation_check_seconds
+        self.acked_seq: dict[str, int] = {}  # per boot id: what the collector has acknowledged
+
+    def _ack(self, boot_id: str, seq: int) -> None:
+        self.acked_seq[boot_id] = max(seq, self.acked_seq.get(boot_id, 0))
+        self.spool.ack(boot_id, seq)
+
+    def drained(self) -> bool:
+        """True when the collector has acknowledged every record in the spool."""
+        return all(not self.spool.read(b, self.acked_seq.get(b, 0), 1) for b in self.spool.epochs())
 
     async def run(self) -> None:
         """Ship until cancelled: one target at a time, failing over to the next on error."""
@@ -77,6 +94,10 @@ class Shipper:
             target = self.targets[target_index % len(self.targets)]
             try:
                 progressed = await self._session(target)
+            except CredentialsRotated:
+                log.info("certificate files changed; reconnecting with the new identity", target=target)
+                self.stats.errors["credentials_rotated"] = self.stats.errors.get("credentials_rotated", 0) + 1
+                continue  # same target, no backoff: nothing is wrong with it
             except (grpc.aio.AioRpcError, StreamRefused, OSError) as exc:
                 progressed = False
                 self._note_error(target, exc)
@@ -127,7 +148,7 @@ class Shipper:
         if first is grpc.aio.EOF or not first.HasField("welcome"):
             raise StreamRefused(f"collector {target} did not welcome the stream")
         acked = first.welcome.processed_seq
-        self.spool.ack(boot_id, acked)
+        self._ack(boot_id, acked)
         self.stats.connects += 1
         self.stats.connected_to = target
         self.connected.set()
@@ -142,7 +163,7 @@ class Shipper:
                 if message.HasField("ack") and message.ack.seq > state["acked"]:
                     state["acked"] = message.ack.seq
                     self.stats.acked = message.ack.seq
-                    self.spool.ack(boot_id, message.ack.seq)
+                    self._ack(boot_id, message.ack.seq)
                     ack_seen.set()
 
             raise StreamRefused("collector closed the stream")
@@ -170,9 +191,13 @@ class Shipper:
                     self.wakeup.clear()
                     ack_seen.clear()
                     waiters = [asyncio.create_task(self.wakeup.wait()), asyncio.create_task(ack_seen.wait())]
-                    await asyncio.wait([*waiters, reader], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        [*waiters, reader], timeout=self.rotation_check_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
                     for task in waiters:
                         task.cancel()
+                    if self.credentials_changed():
+                        raise CredentialsRotated()
                     continue
                 for record in batch:
                     if record.seq not in resent:
