@@ -102,9 +102,14 @@ class XidCoalescer:
         with self._lock:
             self.occurrences += count
             window = self._windows.get((gpu, xid))
+            if window is not None and now >= window.until and window.pending:
+                # A storm still raging as its window closes: send the window with this one, keep coalescing.
+                window.pending += count
+                window.message, window.source = message, source
+                self._ready.append(self._event(gpu, xid, window))
+                self._windows[(gpu, xid)] = _Window(until=now + self.window_s, first_ns=0)
+                return
             if window is None or now >= window.until:
-                if window is not None and window.pending:
-                    self._ready.append(self._event(gpu, xid, window))
                 self._windows[(gpu, xid)] = _Window(until=now + self.window_s, first_ns=unix_ns)
                 self._ready.append(_xid_event(gpu, xid, count, unix_ns, message, source))
                 return
@@ -191,7 +196,8 @@ class NvmlXidWatcher:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(timeout=self.wait_ms / 1000 + 1.0)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.wait_ms / 1000 + 1.0)
         with contextlib.suppress(self.nvml.NVMLError):
             self.nvml.nvmlEventSetFree(self._event_set)
 
@@ -261,7 +267,8 @@ class KmsgXidWatcher:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(timeout=self.poll_s + 1.0)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.poll_s + 1.0)
         if not self._thread.is_alive():
             os.close(self._fd)
 
