@@ -75,6 +75,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    from gpulse.top import run
+
+    return run(args.url, interval=args.interval, once=args.once)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpulse", description="GPU fleet telemetry and health monitoring.")
     parser.add_argument("--version", action="version", version=f"gpulse {__version__}")
@@ -95,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("top", help="a live terminal view of the fleet, from a collector's HTTP API")
+    p.add_argument("--url", default="http://127.0.0.1:9410", help="the collector's HTTP address")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--once", action="store_true", help="print one frame, without colour, and exit")
+    p.set_defaults(func=_cmd_top)
 
     p = sub.add_parser("pki", help="certificates for agents and collectors")
     pki_sub = p.add_subparsers(dest="pki_command", required=True)
