@@ -1,0 +1,79 @@
+"""`gpulse backtest`: run detection over a recorded trace offline and list the alerts with their times."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.hello import build_hello
+from agent.records import HostInfo
+from collector.alerting.alert import Alert
+from collector.detect.offline import OfflineFleet
+from collector.detect.rules import DEFAULT_RULES
+from collector.detect.sinks import RecordingSink
+from gpulse.trace import TraceEvent, TraceFrame, TraceHost, read_trace
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    alerts: list[tuple[float, Alert]]  # (time, alert) at each state change
+    frames: int
+    events: int
+    start: float
+    end: float
+
+
+def backtest(
+    trace: Path, rule_paths: Sequence[Path | str] = (DEFAULT_RULES,), *, interval: float = 1.0
+) -> BacktestResult:
+    """Replay ``trace`` through the store and detection on the trace's own clock."""
+    sink = RecordingSink()
+    fleet = OfflineFleet(sink, rule_paths=rule_paths, interval=interval)
+    header, records = read_trace(trace)
+    hosts = {}
+    frames = events = 0
+    start = end = 0.0
+    for record in records:
+        if isinstance(record, TraceHost):
+            hello = build_hello(
+                host_id=record.host_id,
+                boot_id="trace",
+                host=HostInfo(record.host_id),
+                gpus=list(record.gpus),
+                gpu_source="replay",
+                host_field_ids=header.host_field_ids,
+                gpu_field_ids=header.gpu_field_ids,
+                interval=record.interval_seconds,
+            )
+            hosts[record.host_id] = hello
+            continue
+        now = record.unix_ns / 1e9
+        start = start or now
+        end = max(end, now)
+        fleet.advance(now)
+        host = hosts[record.host_id]
+        rec = fleet.store.hosts.get(record.host_id)
+        if rec is None:
+            rec = fleet.connect(host)
+        if isinstance(record, TraceFrame):
+            fleet.frame(rec, record.unix_ns, record.host, record.gpu)
+            frames += 1
+        elif isinstance(record, TraceEvent):
+            fleet.event(rec, record.event)
+            events += 1
+    fleet.advance(end + interval)
+    return BacktestResult(sink.transitions(), frames, events, start, end)
+
+
+def format_alerts(result: BacktestResult) -> list[str]:
+    """One line per alert state change: time since start, state, name, where, summary."""
+    lines = []
+    for at, alert in result.alerts:
+        where = alert.labels.get("host", "")
+        if "gpu" in alert.labels:
+            where += f" gpu {alert.labels['gpu']}"
+        summary = alert.annotations.get("summary", "")
+        state, severity = alert.state.value, alert.labels["severity"]
+        lines.append(f"+{at - result.start:9.1f}s  {state:8s} {severity:8s} {alert.name:30s} {where:20s} {summary}")
+    return lines
