@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +71,9 @@ def validate(body: Any) -> list[str]:
 class FakePagerDuty:
     """Start with ``start()`` (a thread with its own event loop), stop with ``stop()``."""
 
-    def __init__(self, *, events_per_minute: int = 120) -> None:
+    def __init__(self, *, events_per_minute: int = 120, clock: Callable[[], float] = time.monotonic) -> None:
         self.events_per_minute = events_per_minute
+        self.clock = clock  # tests that drive time themselves hand theirs in
         self.accepted: list[dict[str, Any]] = []
         self.rejected: list[tuple[int, Any]] = []
         self.incidents: dict[str, Incident] = {}
@@ -138,7 +140,7 @@ class FakePagerDuty:
             )
         with self._lock:
             window = self._window.setdefault(body["routing_key"], deque())
-            now = time.monotonic()
+            now = self.clock()
             while window and window[0] <= now - 60:
                 window.popleft()
             if len(window) >= self.events_per_minute:
