@@ -9,6 +9,8 @@ import grpc
 import structlog
 from aiohttp import web
 
+from collector.alerting.api import routes as alerting_routes
+from collector.alerting.service import AlertingService
 from collector.config import CollectorConfig
 from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
@@ -35,12 +37,15 @@ class RunningCollector:
     grpc_port: int
     http_port: int
     remote_writer: RemoteWriter | None = None
+    alerting: AlertingService | None = None  # the AlertSink detection pushes into
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
         await self.http_runner.cleanup()
         if self.remote_writer is not None:  # after ingest stops, so the last frames go out too
             await self.remote_writer.shutdown()
+        if self.alerting is not None:
+            await self.alerting.shutdown()
 
 
 async def start_collector(config: CollectorConfig) -> RunningCollector:
@@ -68,6 +73,9 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
     )
     app = build_app(store, exposition, metrics)
+    alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
+    await alerting.start()
+    app.add_routes(alerting_routes(alerting))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = config.http_listen.rpartition(":")
@@ -81,7 +89,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         collector_id=config.collector_id,
     )
     return RunningCollector(
-        store, metrics, service, server, runner, grpc_port, http_port, remote_writer=remote_writer
+        store, metrics, service, server, runner, grpc_port, http_port, remote_writer=remote_writer, alerting=alerting
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
+from collector.alerting.config import AlertingConfig
+from collector.alerting.config import parse as parse_alerting
 from collector.exposition.fleet import FORMATS
 from collector.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
@@ -25,6 +27,7 @@ class CollectorConfig:
     limits: IngestLimits = field(default_factory=IngestLimits)
     log_level: str = "info"
     exposition_formats: tuple[str, ...] = ("gpulse",)  # add "dcgm" for dcgm-exporter names and units
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
     remote_write: RemoteWriteConfig | None = None  # [remote_write]: push every frame to a receiver
 
 
@@ -70,6 +73,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         limits=ingest,
         log_level=level,
         exposition_formats=formats,
+        alerting=parse_alerting(root.section("alerting")),
         remote_write=parse_remote_write(root.section("remote_write")),
     )
     root.finish()

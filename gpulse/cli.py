@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from gpulse import __version__, logs
+from gpulse import __version__, logs, silences
 from gpulse.configfile import ConfigError
 from gpulse.runtime import run_until_signalled
 
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("agent", "collector"))
     p.add_argument("file", type=Path)
     p.set_defaults(func=_cmd_check_config)
+    silences.add_parser(sub)
     return parser
 
 
