@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,6 +134,7 @@ class SimBackend:
         faults: list[Fault] | None = None,
         start_unix_ns: int | None = None,
         driver_version: str = "550.90.07",
+        fault_source: Callable[[], list[Fault]] | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown sim profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -146,6 +148,7 @@ class SimBackend:
         self._host_seed = zlib.crc32(host_id.encode()) ^ seed
         self._rng = np.random.default_rng(self._host_seed)
         self._faults: list[Fault] = list(faults or [])
+        self._fault_source = fault_source  # faults injected at run time, e.g. a FaultInbox
         self._start_ns = start_unix_ns
         self._last_ns: int | None = None
         self._events: list[pb.Event] = []
@@ -211,6 +214,9 @@ class SimBackend:
     def sample(self, unix_ns: int) -> Values:
         if self._start_ns is None:
             self._start_ns = unix_ns
+        if self._fault_source is not None:
+            for fault in self._fault_source():
+                self.inject_now(fault)
         last = self._last_ns
         first = last is None
         dt = 1.0 if last is None else max(0.0, (unix_ns - last) / 1e9)
