@@ -42,20 +42,20 @@ class RuleState:
     """Per-series state of one rule: since when its condition holds, and whether it fires."""
 
     active_since: Array = field(default_factory=lambda: np.zeros(0))
-    last_true: Array = field(default_factory=lambda: np.zeros(0))
+    cleared_at: Array = field(default_factory=lambda: np.zeros(0))  # first evaluation false while firing
     firing: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def fit(self, rows: int) -> None:
         if rows > len(self.firing):
             extra = rows - len(self.firing)
             self.active_since = np.concatenate([self.active_since, np.full(extra, np.nan)])
-            self.last_true = np.concatenate([self.last_true, np.full(extra, np.nan)])
+            self.cleared_at = np.concatenate([self.cleared_at, np.full(extra, np.nan)])
             self.firing = np.concatenate([self.firing, np.zeros(extra, dtype=bool)])
 
     def forget(self, rows: IntArray) -> None:
         rows = rows[rows < len(self.firing)]
         self.active_since[rows] = np.nan
-        self.last_true[rows] = np.nan
+        self.cleared_at[rows] = np.nan
         self.firing[rows] = False
 
 
@@ -106,14 +106,14 @@ class _Context:
             result = np.full(rows, np.nan) if function != "absent" else np.zeros(rows)
         else:
             times, values = got
-            result = _window_function(function, times, values, current, self.now)
+            result = _window_function(function, times, values, current, self.now, seconds)
         return result if on_gpu or self.scope == "host" else self._spread(result)
 
     def xids(self, codes: frozenset[int], seconds: float) -> Array:
         return self.engine.signals.xids(codes, self.now - seconds)
 
 
-def _window_function(function: str, times: Array, values: Array, current: Array, now: float) -> Array:
+def _window_function(function: str, times: Array, values: Array, current: Array, now: float, seconds: float) -> Array:
     if function == "increase":
         return increase(times, values, current)
     if function == "rate":
@@ -122,7 +122,8 @@ def _window_function(function: str, times: Array, values: Array, current: Array,
     if function == "delta":
         filled = forward_fill(np.concatenate([values, current[None, :]], axis=0))
         return filled[-1] - filled[0]
-    series = np.concatenate([values, current[None, :]], axis=0)
+    inside = times > now - seconds + 1e-9  # the sample at the window's edge belongs to the time before it
+    series = np.concatenate([values[inside], current[None, :]], axis=0)
     if function == "absent":
         return np.isnan(series).all(axis=0).astype(np.float64)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -381,16 +382,19 @@ class DetectionEngine:
         state = self.states[rule.name]
         state.fit(len(cond))
         n = len(cond)
-        since, last, firing = state.active_since[:n], state.last_true[:n], state.firing[:n]
+        since, cleared, firing = state.active_since[:n], state.cleared_at[:n], state.firing[:n]
         since[cond & np.isnan(since)] = now
-        last[cond] = now
+        cleared[cond] = np.nan
+        cleared[firing & ~cond & np.isnan(cleared)] = now
         with np.errstate(invalid="ignore"):
             held = cond & (now - since >= rule.for_seconds - 1e-9)
-            kept = firing & ~cond & (now - last < rule.keep_firing_for)
+            # As Prometheus: keep firing until keep_firing_for has passed since the first false evaluation.
+            kept = firing & ~cond & (now - cleared < rule.keep_firing_for - 1e-9)
         fire = held | kept
         pending = cond & ~fire
         ended_rows = np.nonzero(firing & ~fire)[0]
         since[~cond & ~kept] = np.nan
+        cleared[~kept] = np.nan
         firing[:] = fire
         alerts: list[Alert] = []
         for row in np.nonzero(fire | pending)[0].tolist():

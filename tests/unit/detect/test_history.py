@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+
+from collector.detect.history import SignalHistory, forward_fill, increase
+
+
+def test_increase_counts_resets_and_bridges_missing_reads() -> None:
+    times = np.array([0.0, 1.0, 2.0, 3.0])
+    values = np.array([[10.0, 5.0], [12.0, np.nan], [3.0, np.nan], [5.0, 9.0]])
+    current = np.array([6.0, 9.0])
+    # column 0: +2, reset to 3 (counts 3), +2, +1 = 8; column 1: 5 -> 9 across the gap = 4
+    assert increase(times, values, current).tolist() == [8.0, 4.0]
+
+
+def test_increase_needs_two_readings() -> None:
+    out = increase(np.array([0.0]), np.array([[np.nan]]), np.array([4.0]))
+    assert np.isnan(out[0])
+
+
+def test_forward_fill_keeps_leading_gaps() -> None:
+    series = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, np.nan]])
+    filled = forward_fill(series)
+    assert np.isnan(filled[0, 0])
+    assert filled[1:, 0].tolist() == [2.0, 2.0] and filled[:, 1].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_window_picks_the_edge_sample_and_wraps_the_ring() -> None:
+    history = SignalHistory([1], depth=4, rows=2)
+    for t in range(6):
+        history.push(float(t), np.array([[0.0, t], [0.0, 10.0 * t]]))
+    got = history.window(1, now=5.0, seconds=2.0, rows=2)
+    assert got is not None
+    times, values = got
+    assert times.tolist() == [3.0, 4.0, 5.0]
+    assert values[:, 1].tolist() == [30.0, 40.0, 50.0]
+    assert history.window(1, now=5.0, seconds=10.0, rows=2, whole=True) is None  # only 3s kept
+    assert history.window(1, now=5.0, seconds=10.0, rows=2) is not None
+
+
+def test_rows_grow_and_forgotten_rows_lose_their_past() -> None:
+    history = SignalHistory([0], depth=3, rows=1)
+    history.push(0.0, np.array([[1.0]]))
+    history.push(1.0, np.array([[2.0], [5.0], [6.0]]))
+    history.forget_rows(np.array([0]))
+    got = history.window(0, now=1.0, seconds=1.0, rows=3)
+    assert got is not None
+    assert np.isnan(got[1][:, 0]).all()
+    assert got[1][-1, 1:].tolist() == [5.0, 6.0]
