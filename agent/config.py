@@ -31,6 +31,17 @@ class BackoffConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NvmlConfig:
+    """The nvml source's knobs, under [gpu]."""
+
+    init_wait: float = 0.0  # seconds to keep retrying NVML init at start; 0: fail at once
+    read_budget: float = 0.5  # seconds one GPU's reads may take per tick before its row is sent empty
+    slow_every: int = 10  # ticks between reads of processes and per-link NVLink state
+    xid_coalesce: float = 10.0  # seconds an XID storm is counted before one event carries the count
+    kernel_log: str = "/dev/kmsg"  # XIDs from here where NVML events are unsupported; "" to disable
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     host_id: str
     collectors: tuple[str, ...]
@@ -40,6 +51,7 @@ class AgentConfig:
     gpu_source: str = "nvml"
     server_name: str = ""  # TLS name to expect from collectors when it differs from the target host
     sim: SimConfig = field(default_factory=SimConfig)
+    nvml: NvmlConfig = field(default_factory=NvmlConfig)
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     log_level: str = "info"
     max_in_flight: int = 512  # unacknowledged records on the wire before the shipper waits
@@ -77,6 +89,23 @@ def _sim(section: Section) -> SimConfig:
     return config
 
 
+def _nvml(section: Section) -> NvmlConfig:
+    config = NvmlConfig(
+        init_wait=section.get("init_wait", float, 0.0),
+        read_budget=section.positive("read_budget", 0.5),
+        slow_every=section.get("slow_every", int, 10),
+        xid_coalesce=section.get("xid_coalesce", float, 10.0),
+        kernel_log=section.get("kernel_log", str, "/dev/kmsg"),
+    )
+    if config.init_wait < 0:
+        raise section.error("init_wait", f"must be 0 (fail at once) or more seconds, got {config.init_wait}")
+    if config.slow_every < 1:
+        raise section.error("slow_every", f"must be at least 1 tick, got {config.slow_every}")
+    if config.xid_coalesce < 0:
+        raise section.error("xid_coalesce", f"must be 0 (send each) or more seconds, got {config.xid_coalesce}")
+    return config
+
+
 def _backoff(section: Section) -> BackoffConfig:
     config = BackoffConfig(
         initial=section.positive("initial", 0.5),
@@ -103,6 +132,7 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
     tls.finish()
     gpu = root.section("gpu")
     source = gpu.choice("source", GPU_SOURCES, "nvml")
+    nvml = _nvml(gpu)
     gpu.finish()
     log = root.section("log")
     level = log.choice("level", ("debug", "info", "warning", "error"), "info")
@@ -116,6 +146,7 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         gpu_source=source,
         server_name=server_name,
         sim=_sim(root.section("sim")),
+        nvml=nvml,
         backoff=_backoff(root.section("backoff")),
         log_level=level,
         max_in_flight=root.get("max_in_flight", int, 512),

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
+from agent.gpu_watch import GpuWatch, default_gpu_watch
 from agent.hello import build_hello
+from agent.records import GpuInfo
 from agent.shipper import Shipper
 from agent.sources.gpu import GpuBackend, GpuError
 from agent.sources.host import HostSource
@@ -50,8 +52,11 @@ class Sampler:
         interval: float,
         gpu_source: str,
         clock: Callable[[], int] = time.time_ns,
+        gpu_watch: Callable[[list[GpuInfo], tuple[int, ...]], GpuWatch] = default_gpu_watch,
     ) -> None:
         self.host_id = host_id
+        self._make_watch = gpu_watch
+        self.watch: GpuWatch | None = None
         self.gpu = gpu
         self.host = host
         self.spool = spool
@@ -70,6 +75,7 @@ class Sampler:
         gpus = self.gpu.open() if self.gpu is not None else []
         self._gpu_count = len(gpus)
         self._gpu_fields = self.gpu.field_ids if self.gpu is not None else ()
+        self.watch = self._make_watch(gpus, self._gpu_fields) if gpus else None
         hello = build_hello(
             host_id=self.host_id,
             boot_id=self.boot_id,
@@ -96,8 +102,7 @@ class Sampler:
         gpu_values = await self._read_gpus(now)
         self.spool.append(pb.AgentMessage(batch=pb.Batch(frames=[encode_frame(now, host_values, gpu_values)])))
         if self.gpu is not None:
-            for event in self.gpu.drain_events():
-                self.emit(event)
+            await self._follow_gpus(now, gpu_values)
         for drop in self.spool.take_drops():
             self.stats.spool_dropped_records += drop.records
             self.emit(
@@ -114,6 +119,28 @@ class Sampler:
             )
         self.stats.ticks += 1
         self.wakeup.set()
+
+    async def _follow_gpus(self, now: int, gpu_values: np.ndarray) -> None:
+        """Send the backend's events, then health changes, then (slow tier) workload changes."""
+        assert self.gpu is not None
+        events = self.gpu.drain_events()
+        for event in events:
+            self.emit(event)
+        if self.watch is None:
+            return
+        for event in self.watch.observe(now, gpu_values, events):
+            self.emit(event)
+        if self.watch.processes_due():
+            watch, gpu = self.watch, self.gpu
+            try:
+                changes = await asyncio.wait_for(
+                    asyncio.to_thread(lambda: watch.attribute(now, gpu.processes())), timeout=self.interval * 0.8
+                )
+            except (TimeoutError, GpuError, OSError) as exc:
+                log.warning("GPU process attribution failed", error=str(exc) or type(exc).__name__)
+                return
+            for event in changes:
+                self.emit(event)
 
     async def _read_gpus(self, now: int) -> np.ndarray:
         missing = np.full((self._gpu_count, len(self._gpu_fields)), np.nan)

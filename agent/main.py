@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
@@ -14,6 +15,7 @@ from agent.shipper import Shipper
 from agent.sources.gpu import BackendUnavailable, GpuBackend
 from agent.sources.host import HostSource
 from agent.sources.sim import SimBackend
+from agent.sources.sim_faults import INBOX_DIR, FaultInbox
 from agent.spool.base import Spool
 from agent.spool.memory import MemorySpool
 from gpulse.tls import channel_credentials
@@ -30,13 +32,21 @@ def make_gpu_backend(config: AgentConfig) -> GpuBackend | None:
             pattern=sim.pattern,
             seed=sim.seed,
             faults=list(sim.faults),
+            fault_source=FaultInbox(config.state_dir / INBOX_DIR, sim.count).take,  # `gpulse sim-fault`
         )
     if config.gpu_source == "nvml":
         try:
             from agent.sources.nvml import NvmlBackend
         except ImportError as exc:
             raise BackendUnavailable(f"the nvml source is not available: {exc}") from exc
-        return NvmlBackend()
+        nvml = config.nvml
+        return NvmlBackend(
+            init_wait_s=nvml.init_wait,
+            budget_s=min(nvml.read_budget, config.interval * 0.8),
+            slow_every=nvml.slow_every,
+            xid_window_s=nvml.xid_coalesce,
+            kmsg_path=Path(nvml.kernel_log) if nvml.kernel_log else None,
+        )
     if config.gpu_source == "none":
         return None
     raise BackendUnavailable(f"GPU source {config.gpu_source!r} is not available in this build")

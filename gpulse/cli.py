@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("agent", "collector"))
     p.add_argument("file", type=Path)
     p.set_defaults(func=_cmd_check_config)
+
+    from agent.sources.sim_faults import add_parser as add_sim_fault
+    from gpulse.gpusmoke import add_parser as add_gpu_smoke
+
+    add_gpu_smoke(sub)
+    add_sim_fault(sub)
     silences.add_parser(sub)
     return parser
 
