@@ -28,6 +28,7 @@ from typing import Any
 from collector.alerting.alert import Severity
 from collector.detect import expr as ex
 from collector.detect import templates
+from gpulse.configfile import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RULE_KEYS = frozenset({"name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "immediate"})
@@ -39,14 +40,13 @@ HOST_LABELS = frozenset({"host"})
 EVENT_SIGNALS = frozenset({"xid", "lost", "health", "spool_dropped_records", "gpus_missing"})
 
 
-class RuleError(ValueError):
+class RuleError(ConfigError):
     """A rule that cannot be used; the message names the file, the rule and the reason."""
 
     def __init__(self, path: str, rule: str, reason: str) -> None:
-        self.path = path
+        super().__init__(path, f"rule {rule!r}" if rule else "", reason)
         self.rule = rule
         self.reason = reason
-        super().__init__(f"{path}: rule {rule!r}: {reason}" if rule else f"{path}: {reason}")
 
 
 @dataclass(frozen=True)
