@@ -1,0 +1,111 @@
+"""scripts/install.sh into a scratch root: virtualenv under /opt/gpulse, units, user, directories,
+configs and certificates, as far as a machine without a running systemd allows (nothing is started)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from collector import pki
+from tests.kit import ROOT
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="install.sh creates a system user: needs root"),
+    pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed"),
+]
+
+
+def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # Offline: the project itself is built from this checkout; its dependencies come from the test
+    # virtualenv through PYTHONPATH when the installed command runs.
+    return subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "install.sh"),
+            "--root",
+            str(root),
+            "--python",
+            sys.executable,
+            "--pip-args",
+            "--no-deps --no-build-isolation --no-index",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": site.getsitepackages()[0]},
+    )
+
+
+def test_install_into_a_scratch_root(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "ca"
+    pki.init_ca(ca_dir, days=2)
+    root = tmp_path / "root"
+    result = install(root, "--role", "both", "--ca-dir", str(ca_dir), "--host", "gpu-01", "--collector-name", "col-1")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # gpulse in its own virtualenv, with a working command.
+    gpulse = root / "opt/gpulse/venv/bin/gpulse"
+    env = {**os.environ, "PYTHONPATH": site.getsitepackages()[0]}
+    version = subprocess.run([str(gpulse), "--version"], capture_output=True, text=True, env=env, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("gpulse "), version.stderr
+    installed = subprocess.run(
+        [str(root / "opt/gpulse/venv/bin/python"), "-c", "import gpulse, sys; print(gpulse.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,  # not the checkout: `-c` puts the working directory first on sys.path
+    )
+    assert str(root / "opt/gpulse/venv") in installed.stdout, "gpulse must come from the new virtualenv"
+
+    # Units, enabled; the user and its directories.
+    for unit in ("gpulse-agent.service", "gpulse-collector.service"):
+        assert (root / "usr/lib/systemd/system" / unit).read_text() == (ROOT / "systemd" / unit).read_text()
+        assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
+    user = next(line for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("gpulse:"))
+    uid, gid = int(user.split(":")[2]), int(user.split(":")[3])
+    for sub in ("var/lib/gpulse/agent", "var/lib/gpulse/collector"):
+        assert (root / sub).stat().st_uid == uid
+
+    # Configs: root:gpulse 0640, and valid for the installed command.
+    for kind in ("agent", "collector"):
+        config = root / "etc/gpulse" / f"{kind}.toml"
+        st = config.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, 0o640)
+        checked = subprocess.run([str(gpulse), "check-config", str(config)], capture_output=True, text=True, env=env)
+        assert checked.returncode == 0, checked.stderr
+
+    # Certificates: issued for the names given, keys readable by root and the gpulse group only.
+    tls = root / "etc/gpulse/tls"
+    agent_cert = x509.load_pem_x509_certificate((tls / "agent.pem").read_bytes())
+    assert agent_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "gpu-01"
+    collector_cert = x509.load_pem_x509_certificate((tls / "collector.pem").read_bytes())
+    assert collector_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "col-1"
+    assert (tls / "ca.pem").read_bytes() == (ca_dir / "ca.pem").read_bytes()
+    for key in ("agent-key.pem", "collector-key.pem"):
+        st = (tls / key).stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (gid, 0o640)
+
+    # Running it again upgrades in place and keeps what the operator edited.
+    edited = root / "etc/gpulse/agent.toml"
+    edited.write_text(edited.read_text().replace('host_id = "gpu-node-01"', 'host_id = "gpu-01"'))
+    again = install(root, "--role", "agent", "--ca-dir", str(ca_dir), "--host", "gpu-01")
+    assert again.returncode == 0, again.stderr
+    assert 'host_id = "gpu-01"' in edited.read_text() and "keeping existing" in again.stdout
+
+
+def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
+    result = install(tmp_path / "root", "--role", "router")
+    assert result.returncode != 0 and "--role must be agent, collector or both" in result.stderr
+    result = install(tmp_path / "root", "--tls-ca", "ca.pem")
+    assert result.returncode != 0 and "go together" in result.stderr
