@@ -39,7 +39,7 @@ class CollectorMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("host_id", "boot_id", "agent_version", "protocol_version", "sent_unix_ns", "interval_seconds", "host", "gpus", "host_field_ids", "gpu_field_ids")
+    __slots__ = ("host_id", "boot_id", "agent_version", "protocol_version", "sent_unix_ns", "interval_seconds", "host", "gpus", "host_field_ids", "gpu_field_ids", "resume_after_seq")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class Hello(_message.Message):
     GPUS_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_IDS_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     boot_id: str
     agent_version: str
@@ -60,7 +61,8 @@ class Hello(_message.Message):
     gpus: _containers.RepeatedCompositeFieldContainer[GpuInventory]
     host_field_ids: _containers.RepeatedScalarFieldContainer[int]
     gpu_field_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, host_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., interval_seconds: _Optional[float] = ..., host: _Optional[_Union[HostInventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuInventory, _Mapping]]] = ..., host_field_ids: _Optional[_Iterable[int]] = ..., gpu_field_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    resume_after_seq: int
+    def __init__(self, host_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., interval_seconds: _Optional[float] = ..., host: _Optional[_Union[HostInventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuInventory, _Mapping]]] = ..., host_field_ids: _Optional[_Iterable[int]] = ..., gpu_field_ids: _Optional[_Iterable[int]] = ..., resume_after_seq: _Optional[int] = ...) -> None: ...
 
 class HostInventory(_message.Message):
     __slots__ = ("hostname", "kernel", "os", "cpu_count", "memory_total_bytes", "gpu_source", "labels")
