@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit import Collector, Pki, Service, agent_config, collector_config, wait_for, write_toml
+from tests.kit import Collector, Pki, Service, agent_config, collector_config, free_port, wait_for, write_toml
 
 TIMEOUT_STOP_SEC = 20.0  # systemd/gpulse-agent.service
 
@@ -106,3 +106,18 @@ def test_notify_reload_and_clean_stop(
     assert '"drained": true' in agent.log(), agent.log()[-2000:]
     assert collector.stop(timeout=TIMEOUT_STOP_SEC) == 0
     assert c_notify.seen("STOPPING") == 1
+
+
+def test_sigterm_with_no_collector_stops_at_once_and_keeps_the_spool(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: the data stays spooled
+    config = agent_config(tmp, test_pki, "gpu-alone", [dead])
+    agent = Service("agent", config, tmp / "agent.log", ["agent"])
+    services.append(agent.start())
+    spool = tmp / "agent-gpu-alone" / "spool"
+    wait_for(lambda: spool.exists() and any(p.stat().st_size for p in spool.rglob("*") if p.is_file()), 20)
+    started = time.monotonic()
+    assert agent.stop(timeout=TIMEOUT_STOP_SEC) == 0
+    assert time.monotonic() - started < TIMEOUT_STOP_SEC
+    assert any(p.stat().st_size for p in spool.rglob("*") if p.is_file()), "spooled data must survive the stop"

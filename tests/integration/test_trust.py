@@ -170,3 +170,16 @@ def test_agent_reconnects_with_its_rotated_certificate(tmp: Path, kit: Pki, serv
     wait_for(lambda: "certificate files changed; reconnecting" in agent.log(), 20, what="agent noticed rotation")
     wait_for(lambda: collector.log().count('"agent connected"') == 2, 20, what="stream with the new identity")
     assert "collector stream failed" not in agent.log()
+
+
+def test_agent_says_why_its_own_certificate_is_unusable(tmp: Path, kit: Pki, services: list[Service]) -> None:
+    collector = start_collector(tmp, kit)
+    services.append(collector)
+    now = dt.datetime.now(dt.UTC)
+    old = pki.issue(kit.directory, role="agent", name="gpu-x", days=1, not_before=now - dt.timedelta(days=3))
+    agent = start_agent(tmp, kit, "gpu-x", [collector.target], tls={"cert": old.cert, "key": old.key})
+    services.append(agent)
+    wait_for(lambda: "client certificate is unusable" in agent.log(), 20, what="agent-side log line")
+    assert "expired at" in agent.log()
+    wait_for(lambda: refused(collector, "expired") >= 1, 20, what="collector counted it")
+    assert agent.running, "a bad certificate is retried with backoff, not a crash loop"
