@@ -55,6 +55,7 @@ class AgentConfig:
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     log_level: str = "info"
     max_in_flight: int = 512  # unacknowledged records on the wire before the shipper waits
+    metrics_listen: str = ""  # [metrics] listen: 'host:port' of an optional local /metrics; "" is off
 
 
 def _sim(section: Section) -> SimConfig:
@@ -119,6 +120,16 @@ def _backoff(section: Section) -> BackoffConfig:
     return config
 
 
+def _metrics_listen(section: Section) -> str:
+    listen = section.get("listen", str, "")
+    if listen:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise section.error("listen", f"expected 'host:port' (e.g. '127.0.0.1:9411'), got {listen!r}")
+    section.finish()
+    return listen
+
+
 def parse(path: Path, data: dict[str, object]) -> AgentConfig:
     root = Section(path, "", data)
     collector = root.section("collector")
@@ -150,6 +161,7 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         backoff=_backoff(root.section("backoff")),
         log_level=level,
         max_in_flight=root.get("max_in_flight", int, 512),
+        metrics_listen=_metrics_listen(root.section("metrics")),
     )
     root.finish()
     return config

@@ -66,6 +66,10 @@ class Sampler:
         self.clock = clock
         self.boot_id = str(uuid.uuid4())
         self.stats = SamplerStats()
+        # For the optional local /metrics: the inventory, the newest tick, and XIDs seen per (gpu, xid).
+        self.hello: pb.Hello | None = None
+        self.latest: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.xid_counts: dict[tuple[int, int], int] = {}
         self._gpu_inflight: asyncio.Future[np.ndarray] | None = None
         self._gpu_count = 0
         self._gpu_fields: tuple[int, ...] = ()
@@ -87,6 +91,7 @@ class Sampler:
             interval=self.interval,
         )
         self.spool.open_epoch(hello)
+        self.hello = hello
         log.info("agent started", host_id=self.host_id, boot_id=self.boot_id, gpus=len(gpus), source=self.gpu_source)
         return hello
 
@@ -94,6 +99,9 @@ class Sampler:
         """Spool an event now and wake the shipper: events do not wait for the next tick."""
         self.spool.append(pb.AgentMessage(event=event))
         self.stats.events += 1
+        if event.WhichOneof("kind") == "xid":
+            key = (event.xid.gpu_index, event.xid.xid)
+            self.xid_counts[key] = self.xid_counts.get(key, 0) + max(1, event.xid.count)
         self.wakeup.set()
 
     async def tick(self) -> None:
@@ -101,6 +109,7 @@ class Sampler:
         host_values = await asyncio.to_thread(self.host.sample)
         gpu_values = await self._read_gpus(now)
         self.spool.append(pb.AgentMessage(batch=pb.Batch(frames=[encode_frame(now, host_values, gpu_values)])))
+        self.latest = (now, host_values, gpu_values)
         if self.gpu is not None:
             await self._follow_gpus(now, gpu_values)
         for drop in self.spool.take_drops():

@@ -10,6 +10,7 @@ import grpc
 
 from agent.config import AgentConfig
 from agent.daemon import Sampler, run_agent
+from agent.exposition import serve as serve_metrics
 from agent.placement import rank
 from agent.shipper import Shipper
 from agent.sources.gpu import BackendUnavailable, GpuBackend
@@ -84,4 +85,9 @@ def build_agent(
 
 async def run(config: AgentConfig, stop: asyncio.Event, *, gpu: GpuBackend | None = None) -> None:
     sampler, shipper = build_agent(config, gpu=gpu)
-    await run_agent(sampler, shipper, stop)
+    stop_metrics = serve_metrics(sampler, config.metrics_listen) if config.metrics_listen else None
+    try:
+        await run_agent(sampler, shipper, stop)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
