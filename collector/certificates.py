@@ -5,12 +5,10 @@ from __future__ import annotations
 import grpc
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from gpulse.tls import TlsFiles, fingerprint
+from gpulse.tls import TlsFiles, fingerprint, pair_problem
 
 log = structlog.get_logger("gpulse.collector.certificates")
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 class ServerCertificates:
@@ -30,15 +28,9 @@ class ServerCertificates:
     def _configuration(self) -> object:
         ca, cert, key = self.files.read()
         # A rotation caught halfway (new cert, old key) must not reach gRPC: it would fail every handshake.
-        try:
-            cert_key = x509.load_pem_x509_certificate(cert).public_key()
-            private = serialization.load_pem_private_key(key, password=None)
-            x509.load_pem_x509_certificates(ca)
-        except ValueError as exc:
-            names = f"{self.files.cert} / {self.files.key} / {self.files.ca}"
-            raise OSError(f"TLS files {names} are not valid PEM: {exc}") from None
-        if cert_key.public_bytes(*_SPKI) != private.public_key().public_bytes(*_SPKI):
-            raise OSError(f"TLS key {self.files.key} does not match certificate {self.files.cert}")
+        problem = pair_problem(cert, key) or _ca_problem(ca)
+        if problem:
+            raise OSError(f"TLS files {self.files.cert} / {self.files.key}: {problem}")
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -67,3 +59,11 @@ class ServerCertificates:
         self.rotations += 1
         log.info("server certificate rotated", cert=str(self.files.cert))
         return configuration
+
+
+def _ca_problem(ca: bytes) -> str:
+    try:
+        x509.load_pem_x509_certificates(ca)
+    except ValueError as exc:
+        return f"the CA bundle is not valid PEM: {exc}"
+    return ""

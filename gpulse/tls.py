@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 log = structlog.get_logger("gpulse.tls")
 
@@ -71,6 +72,21 @@ def validity_problem(cert_pem: bytes, now: dt.datetime) -> str:
     return ""
 
 
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def pair_problem(cert_pem: bytes, key_pem: bytes) -> str:
+    """Why a certificate and key cannot be used together ("" if they can): unreadable, or not a pair."""
+    try:
+        cert_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError as exc:
+        return f"not valid PEM: {exc}"
+    if cert_key.public_bytes(*_SPKI) != private.public_key().public_bytes(*_SPKI):
+        return "the key does not match the certificate"
+    return ""
+
+
 class WatchedChannelCredentials:
     """Channel credentials built from files on each call; ``changed()`` tells when they were rotated."""
 
@@ -102,4 +118,11 @@ class WatchedChannelCredentials:
         if not self._loaded:
             return False
         current = fingerprint(self.files)
-        return bool(current) and current != self._loaded
+        if not current or current == self._loaded:
+            return False
+        # A rotation caught halfway (new key, old certificate) is not a change yet: wait for the pair.
+        try:
+            _, cert, key = self.files.read()
+        except OSError:
+            return False
+        return not pair_problem(cert, key)

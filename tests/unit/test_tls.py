@@ -37,3 +37,18 @@ def test_validity_problem_names_the_dates(tmp_path: Path) -> None:
     assert validity_problem(cert, start - dt.timedelta(hours=1)).startswith("not valid before 2030-01-01")
     assert validity_problem(cert, start + dt.timedelta(days=2)).startswith("expired at 2030-01-02")
     assert validity_problem(cert, start + dt.timedelta(hours=1)) == ""
+
+
+def test_a_half_rotated_pair_is_not_a_change_yet(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path, days=2)
+    issued = pki.issue(tmp_path, role="agent", name="gpu-03", days=2)
+    live = TlsFiles(tmp_path / pki.CA_CERT, tmp_path / "cert.pem", tmp_path / "key.pem")
+    shutil.copy(issued.cert, live.cert)
+    shutil.copy(issued.key, live.key)
+    watched = WatchedChannelCredentials(live)
+    watched()
+    renewed = pki.issue(tmp_path, role="agent", name="gpu-03", days=2)
+    shutil.copy(renewed.key, live.key)  # the new key is in place, the certificate not yet
+    assert not watched.changed()
+    shutil.copy(renewed.cert, live.cert)
+    assert watched.changed()
