@@ -18,6 +18,7 @@ import numpy.typing as npt
 from collector.exposition.dcgm import DCGM_FAMILIES, dcgm_labels
 from collector.exposition.events import EventTallies
 from collector.exposition.labels import PrefixTable
+from collector.exposition.nvlink import nvlink_block
 from collector.exposition.text import block, escape, format_values, header
 from collector.store import HEALTH_NAMES, FleetStore
 from protos.fields import Kind
@@ -25,6 +26,7 @@ from protos.fields import Kind
 __all__ = ["FORMATS", "FleetExposition", "escape"]
 
 FORMATS = ("gpulse", "dcgm")
+MAX_XID = 999  # NVIDIA's catalogue ends in the 150s; anything past this is not a real code
 
 _HEALTH_CODES = np.array(sorted(HEALTH_NAMES), dtype=np.int64)
 _GPU_STATE_FAMILIES = (
@@ -206,6 +208,8 @@ class FleetExposition:
             blocks.append(block(header(name, kind, help_text), prefixes, format_values(limit[known])))
         blocks.append(self._health_block(rows))
         blocks.append(self._xid_block(rows))
+        if nvlink := nvlink_block(self.store.nvlink, rows, self._gpus.labels):
+            blocks.append(nvlink)
 
     def _gpu_info(self, rows: npt.NDArray[np.int64]) -> str:
         lines = [header("gpulse_gpu_info", "gauge", "GPU inventory; always 1.")]
@@ -240,9 +244,15 @@ class FleetExposition:
         ]
         row_set = set(rows.tolist())
         labels = self._gpus.labels
-        for (row, xid), count in sorted(self.store.xid_counts.items()):
+        # XID codes come from agents: codes past MAX_XID share one series, so a misbehaving
+        # agent cannot grow the label set without bound.
+        counts: dict[tuple[int, str], int] = {}
+        for (row, xid), count in self.store.xid_counts.items():
             if row in row_set:
-                lines.append(f'gpulse_gpu_xid_errors_total{{{labels[row]},xid="{xid}"}} {count}')
+                key = (row, str(xid) if 0 <= xid <= MAX_XID else "other")
+                counts[key] = counts.get(key, 0) + count
+        for (row, code), count in sorted(counts.items()):
+            lines.append(f'gpulse_gpu_xid_errors_total{{{labels[row]},xid="{code}"}} {count}')
         return "\n".join(lines)
 
     def _render_dcgm(self, blocks: list[str], rows: npt.NDArray[np.int64]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ObjectArray", "block", "escape", "format_values", "header"]
+__all__ = ["MAX_LABEL_VALUE", "ObjectArray", "block", "escape", "format_values", "header"]
 
 ObjectArray = npt.NDArray[np.object_]
 
@@ -19,9 +19,12 @@ _SMALL_INT_TEXT: ObjectArray = np.array([str(i) for i in range(_SMALL_INTS)], dt
 _EXACT_INT_LIMIT = 2.0**53  # beyond this a float64 is not a whole number we can print digit for digit
 
 
+MAX_LABEL_VALUE = 256  # agent-supplied strings (model, serial, versions) are cut here, never a scrape's worth
+
+
 def escape(value: str) -> str:
-    """Escape a label value: backslash, double quote and newline."""
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    """Escape a label value (backslash, double quote, newline), cut to MAX_LABEL_VALUE characters."""
+    return value[:MAX_LABEL_VALUE].replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def format_values(values: npt.NDArray[np.float64]) -> list[str]:

@@ -136,3 +136,18 @@ def test_an_unknown_format_is_refused() -> None:
 def test_empty_store_renders_valid_text() -> None:
     text = FleetExposition(FleetStore(), clock=lambda: NOW / 1e9).render()
     assert promtool_check(text).returncode == 0
+
+
+def test_agent_supplied_labels_are_bounded() -> None:
+    store = FleetStore()
+    h = hello("node-a", ["GPU-1"])
+    h.gpus[0].name = "M" * 5000
+    feed(store, h, temperature=40.0)
+    record = store.hosts["node-a"]
+    for code in (79, 4_000_000, 123_456):
+        store.record_xid(record, 0, code, 2)
+    text = FleetExposition(store, clock=lambda: NOW / 1e9).render()
+    assert "M" * 256 + '"' in text and "M" * 257 not in text
+    xids = {s.labels["xid"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "gpulse_gpu_xid_errors_total"}  # fmt: skip
+    assert xids == {"79": 2, "other": 4}
