@@ -6,12 +6,25 @@ that must go out at once (a health change) and, every ``slow_every`` ticks, into
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
 from agent.health import HealthChecker, HealthThresholds, HealthTracker
 from agent.records import GpuInfo, GpuProcessInfo, Values
 from agent.sources.workload import KUBELET_POD_RESOURCES, PodResourcesClient, WorkloadResolver, WorkloadTracker
 from protos import telemetry_pb2 as pb
 
-__all__ = ["GpuWatch", "default_gpu_watch"]
+__all__ = ["GpuWatch", "PushesEvents", "default_gpu_watch"]
+
+
+@runtime_checkable
+class PushesEvents(Protocol):
+    """A backend that can say when an event (an XID, a lost GPU) is waiting, rather than at the next tick.
+
+    The agent sets ``on_event``; the backend calls it from any thread, then the agent drains events.
+    """
+
+    on_event: Callable[[], None] | None
 
 
 class GpuWatch:

@@ -158,7 +158,7 @@ class Frame(_message.Message):
     def __init__(self, unix_ns: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("unix_ns", "xid", "gpu_lost", "health", "spool_drop", "workload", "inventory")
+    __slots__ = ("unix_ns", "xid", "gpu_lost", "health", "spool_drop", "workload", "inventory", "nvlink")
     UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     XID_FIELD_NUMBER: _ClassVar[int]
     GPU_LOST_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class Event(_message.Message):
     SPOOL_DROP_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    NVLINK_FIELD_NUMBER: _ClassVar[int]
     unix_ns: int
     xid: XidEvent
     gpu_lost: GpuLostEvent
@@ -173,7 +174,8 @@ class Event(_message.Message):
     spool_drop: SpoolDropEvent
     workload: WorkloadEvent
     inventory: InventoryChangeEvent
-    def __init__(self, unix_ns: _Optional[int] = ..., xid: _Optional[_Union[XidEvent, _Mapping]] = ..., gpu_lost: _Optional[_Union[GpuLostEvent, _Mapping]] = ..., health: _Optional[_Union[HealthChangeEvent, _Mapping]] = ..., spool_drop: _Optional[_Union[SpoolDropEvent, _Mapping]] = ..., workload: _Optional[_Union[WorkloadEvent, _Mapping]] = ..., inventory: _Optional[_Union[InventoryChangeEvent, _Mapping]] = ...) -> None: ...
+    nvlink: NvlinkEvent
+    def __init__(self, unix_ns: _Optional[int] = ..., xid: _Optional[_Union[XidEvent, _Mapping]] = ..., gpu_lost: _Optional[_Union[GpuLostEvent, _Mapping]] = ..., health: _Optional[_Union[HealthChangeEvent, _Mapping]] = ..., spool_drop: _Optional[_Union[SpoolDropEvent, _Mapping]] = ..., workload: _Optional[_Union[WorkloadEvent, _Mapping]] = ..., inventory: _Optional[_Union[InventoryChangeEvent, _Mapping]] = ..., nvlink: _Optional[_Union[NvlinkEvent, _Mapping]] = ...) -> None: ...
 
 class XidEvent(_message.Message):
     __slots__ = ("gpu_index", "xid", "count", "message", "source")
@@ -274,3 +276,25 @@ class InventoryChangeEvent(_message.Message):
     gpu: GpuInventory
     what: str
     def __init__(self, gpu: _Optional[_Union[GpuInventory, _Mapping]] = ..., what: _Optional[str] = ...) -> None: ...
+
+class NvlinkEvent(_message.Message):
+    __slots__ = ("gpu_index", "links")
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    gpu_index: int
+    links: _containers.RepeatedCompositeFieldContainer[NvlinkLink]
+    def __init__(self, gpu_index: _Optional[int] = ..., links: _Optional[_Iterable[_Union[NvlinkLink, _Mapping]]] = ...) -> None: ...
+
+class NvlinkLink(_message.Message):
+    __slots__ = ("link", "up", "crc_errors", "replay_errors", "recovery_errors")
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    CRC_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    link: int
+    up: bool
+    crc_errors: float
+    replay_errors: float
+    recovery_errors: float
+    def __init__(self, link: _Optional[int] = ..., up: _Optional[bool] = ..., crc_errors: _Optional[float] = ..., replay_errors: _Optional[float] = ..., recovery_errors: _Optional[float] = ...) -> None: ...

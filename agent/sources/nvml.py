@@ -180,6 +180,7 @@ class _Gpu:
     unsupported: set[int] = field(default_factory=set)  # catalog ids
     lost: bool = False
     links: list[NvlinkState] = field(default_factory=list)
+    links_sent: list[tuple[int, bool, float, float, float]] = field(default_factory=list)
     processes: list[GpuProcessInfo] = field(default_factory=list)
     slow: dict[str, float] = field(default_factory=dict)
     executor: ThreadPoolExecutor | None = None
@@ -231,6 +232,9 @@ class NvmlBackend:
         self.clock = clock
         self.stats = NvmlStats()
         self.xids = XidCoalescer(window_s=xid_window_s, monotonic=monotonic)
+        # Set by the agent: called from any thread when an event should go out before the next tick.
+        self.on_event: Callable[[], None] | None = None
+        self.xids.on_ready = self._notify
         self.xid_source = ""  # "nvml", "kmsg" or "" when XIDs cannot be captured
         self._gpus: list[_Gpu] = []
         self._events: list[pb.Event] = []
@@ -492,6 +496,26 @@ class NvmlBackend:
                 up = sum(1 for link in g.links if link.up)
                 g.slow["nvlink_links_up"] = float(up)
                 g.slow["nvlink_links_down"] = float(len(g.links) - up)
+                self._report_links(g)
+
+    def _report_links(self, g: _Gpu) -> None:
+        """Queue the per-link state when a link went up or down or a counter moved (and the first time)."""
+        key = [(s.link, s.up, s.crc_errors, s.replay_errors, s.recovery_errors) for s in g.links]
+        if repr(key) == repr(g.links_sent):  # as text: NaN (a counter not reported) equals itself
+            return
+        g.links_sent = key
+        links = [
+            pb.NvlinkLink(
+                link=s.link,
+                up=s.up,
+                crc_errors=s.crc_errors,
+                replay_errors=s.replay_errors,
+                recovery_errors=s.recovery_errors,
+            )
+            for s in g.links
+        ]
+        with self._events_lock:
+            self._events.append(pb.Event(unix_ns=self.clock(), nvlink=pb.NvlinkEvent(gpu_index=g.index, links=links)))
 
     def _collect(self, g: _Gpu, future: Future[Values], out: Values) -> None:
         try:
@@ -515,6 +539,10 @@ class NvmlBackend:
             raise _Reinit
         # Anything else (NOT_SUPPORTED after a firmware change, TIMEOUT, UNKNOWN): this value is NaN.
 
+    def _notify(self) -> None:
+        if self.on_event is not None:
+            self.on_event()
+
     def _mark_lost(self, g: _Gpu, reason: str) -> None:
         if g.lost:
             return
@@ -526,6 +554,7 @@ class NvmlBackend:
             self._events.append(
                 pb.Event(unix_ns=self.clock(), gpu_lost=pb.GpuLostEvent(gpu_index=g.index, reason=f"NVML: {reason}"))
             )
+        self._notify()
 
     def _try_reinit(self) -> bool:
         """After a driver reload: init again, match GPUs by uuid, report what changed."""

@@ -93,6 +93,7 @@ class XidCoalescer:
         self.window_s = window_s
         self.monotonic = monotonic
         self.occurrences = 0  # every XID seen, for the agent's own accounting
+        self.on_ready: Callable[[], None] | None = None  # told when a first occurrence is ready to send
         self._windows: dict[tuple[int, int], _Window] = {}
         self._ready: list[pb.Event] = []
         self._lock = threading.Lock()
@@ -109,14 +110,18 @@ class XidCoalescer:
                 self._ready.append(self._event(gpu, xid, window))
                 self._windows[(gpu, xid)] = _Window(until=now + self.window_s, first_ns=0)
                 return
-            if window is None or now >= window.until:
+            first = window is None or now >= window.until
+            if first:
                 self._windows[(gpu, xid)] = _Window(until=now + self.window_s, first_ns=unix_ns)
                 self._ready.append(_xid_event(gpu, xid, count, unix_ns, message, source))
-                return
-            if not window.pending:
-                window.first_ns = unix_ns
-            window.pending += count
-            window.message, window.source = message, source
+            else:
+                assert window is not None
+                if not window.pending:
+                    window.first_ns = unix_ns
+                window.pending += count
+                window.message, window.source = message, source
+        if first and self.on_ready is not None:
+            self.on_ready()  # outside the lock: the listener may drain at once
 
     def drain(self) -> list[pb.Event]:
         """Events ready to send: first occurrences, and storms whose window has closed."""

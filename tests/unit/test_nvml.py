@@ -306,3 +306,26 @@ def test_xids_come_from_the_kernel_log_where_nvml_events_are_unsupported(fake: F
 
 def test_constructs_with_no_arguments() -> None:
     NvmlBackend().close()  # agent.main and gpulse.demo build it this way
+
+
+def test_per_link_nvlink_state_is_sent_at_start_and_when_it_changes(fake: FakeNvml) -> None:
+    b = backend(fake, slow_every=1)
+
+    def nvlink_events() -> dict[int, list[tuple[int, bool, float]]]:
+        return {
+            e.nvlink.gpu_index: [(ln.link, ln.up, ln.crc_errors) for ln in e.nvlink.links]
+            for e in b.drain_events()
+            if e.WhichOneof("kind") == "nvlink"
+        }
+
+    b.sample(time.time_ns())
+    first = nvlink_events()
+    assert sorted(first) == [0, 1] and len(first[0]) == 18 and all(up for _, up, _ in first[0])
+    b.sample(time.time_ns())
+    assert nvlink_events() == {}  # nothing changed: nothing sent
+    fake.gpus[1].link_fields[(pynvml.NVML_FI_DEV_NVLINK_GET_STATE, 2)] = 0
+    fake.gpus[1].link_fields[(pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_CRC, 2)] = 40
+    b.sample(time.time_ns())
+    changed = nvlink_events()
+    assert list(changed) == [1] and changed[1][2] == (2, False, 40.0)
+    b.close()
