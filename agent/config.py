@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.sources.replay import ReplayConfig, parse_replay
 from agent.sources.sim import PROFILES, Fault, FaultKind, LoadPattern
 from gpulse.configfile import ConfigError, Section, load_toml
 from gpulse.tls import TlsFiles
@@ -30,6 +31,22 @@ class BackoffConfig:
     jitter: float = 0.2  # +/- share of each delay, so a fleet does not reconnect in lockstep
 
 
+SPOOL_KINDS = ("disk", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """Where unacknowledged records wait: on disk under state_dir unless memory is chosen explicitly."""
+
+    kind: str = "disk"
+    max_bytes: int = 1024 * 1024 * 1024
+    max_age: float = 6 * 86400.0  # below the collector's 7-day limit on frame age; 0 = no age limit
+    fsync: str = "interval"  # always | interval | never
+    fsync_interval: float = 1.0  # at most this much data is at risk on power loss
+    segment_bytes: int = 8 * 1024 * 1024
+    max_records: int = 3600  # memory spool only
+
+
 @dataclass(frozen=True, slots=True)
 class NvmlConfig:
     """The nvml source's knobs, under [gpu]."""
@@ -52,10 +69,12 @@ class AgentConfig:
     server_name: str = ""  # TLS name to expect from collectors when it differs from the target host
     sim: SimConfig = field(default_factory=SimConfig)
     nvml: NvmlConfig = field(default_factory=NvmlConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)  # [replay]: the trace gpu.source = "replay" plays
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     log_level: str = "info"
     max_in_flight: int = 512  # unacknowledged records on the wire before the shipper waits
     metrics_listen: str = ""  # [metrics] listen: 'host:port' of an optional local /metrics; "" is off
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
 
 
 def _sim(section: Section) -> SimConfig:
@@ -120,6 +139,28 @@ def _backoff(section: Section) -> BackoffConfig:
     return config
 
 
+def _spool(section: Section) -> SpoolConfig:
+    config = SpoolConfig(
+        kind=section.choice("kind", SPOOL_KINDS, "disk"),
+        max_bytes=section.get("max_bytes", int, 1024 * 1024 * 1024),
+        max_age=section.get("max_age", float, 6 * 86400.0),
+        fsync=section.choice("fsync", ("always", "interval", "never"), "interval"),
+        fsync_interval=section.positive("fsync_interval", 1.0),
+        segment_bytes=section.get("segment_bytes", int, 8 * 1024 * 1024),
+        max_records=section.get("max_records", int, 3600),
+    )
+    if config.max_bytes < 64 * 1024:
+        raise section.error("max_bytes", f"must be at least 65536 (64 KiB), got {config.max_bytes}")
+    if config.max_age < 0:
+        raise section.error("max_age", f"must be 0 (no limit) or more seconds, got {config.max_age}")
+    if config.segment_bytes < 4096:
+        raise section.error("segment_bytes", f"must be at least 4096, got {config.segment_bytes}")
+    if config.max_records < 2:
+        raise section.error("max_records", f"must be at least 2, got {config.max_records}")
+    section.finish()
+    return config
+
+
 def _metrics_listen(section: Section) -> str:
     listen = section.get("listen", str, "")
     if listen:
@@ -158,10 +199,12 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         server_name=server_name,
         sim=_sim(root.section("sim")),
         nvml=nvml,
+        replay=parse_replay(root.section("replay"), required=source == "replay"),
         backoff=_backoff(root.section("backoff")),
         log_level=level,
         max_in_flight=root.get("max_in_flight", int, 512),
         metrics_listen=_metrics_listen(root.section("metrics")),
+        spool=_spool(root.section("spool")),
     )
     root.finish()
     return config
@@ -172,4 +215,4 @@ def load(path: Path) -> AgentConfig:
     return parse(path, load_toml(path))
 
 
-__all__ = ["AgentConfig", "BackoffConfig", "ConfigError", "SimConfig", "load", "parse"]
+__all__ = ["AgentConfig", "BackoffConfig", "ConfigError", "SimConfig", "SpoolConfig", "load", "parse"]

@@ -83,6 +83,16 @@ class Shipper:
         self.acked_seq[boot_id] = max(seq, self.acked_seq.get(boot_id, 0))
         self.spool.ack(boot_id, seq)
 
+    def _resume_after(self, boot_id: str) -> int:
+        """Everything of the boot below the first record still spooled was acknowledged by some collector."""
+        held = self.spool.read(boot_id, 0, 1)
+        if not held:
+            return self.spool.last_seq(boot_id)
+        first = held[0]
+        if first.HasField("event") and first.event.HasField("spool_drop"):
+            return max(0, first.event.spool_drop.first_seq - 1)  # a drop notice stands for its whole range
+        return first.seq - 1
+
     def drained(self) -> bool:
         """True when the collector has acknowledged every record in the spool."""
         return all(not self.spool.read(b, self.acked_seq.get(b, 0), 1) for b in self.spool.epochs())
@@ -143,7 +153,10 @@ class Shipper:
     async def _ship_epoch(self, stub: pb_grpc.TelemetryStub, target: str, boot_id: str, current: bool) -> bool:
         """Stream one epoch. For an old epoch, returns True once all of it is acknowledged."""
         call = stub.Stream()
-        await call.write(pb.AgentMessage(hello=self.spool.hello(boot_id)))
+        hello = pb.Hello()
+        hello.CopyFrom(self.spool.hello(boot_id))
+        hello.resume_after_seq = self._resume_after(boot_id)
+        await call.write(pb.AgentMessage(hello=hello))
         first = await call.read()
         if first is grpc.aio.EOF or not first.HasField("welcome"):
             raise StreamRefused(f"collector {target} did not welcome the stream")
@@ -186,7 +199,10 @@ class Shipper:
                     await call.done_writing()
                     return True
                 room = self.max_in_flight - (sent - state["acked"])
-                batch = self.spool.read(boot_id, max(sent, state["acked"]), room) if room > 0 else []
+                # In a worker thread: after a restart the backlog is read from disk, and the loop
+                # that samples must not wait for that.
+                after = max(sent, state["acked"])
+                batch = await asyncio.to_thread(self.spool.read, boot_id, after, room) if room > 0 else []
                 if not batch:
                     self.wakeup.clear()
                     ack_seen.clear()
