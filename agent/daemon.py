@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from agent.gpu_watch import GpuWatch, default_gpu_watch
+from agent.gpu_watch import GpuWatch, PushesEvents, default_gpu_watch
 from agent.hello import build_hello
 from agent.records import GpuInfo
 from agent.shipper import Shipper
@@ -57,6 +57,7 @@ class Sampler:
         self.host_id = host_id
         self._make_watch = gpu_watch
         self.watch: GpuWatch | None = None
+        self._early_events: list[pb.Event] = []  # sent between ticks, still to be seen by the health checks
         self.gpu = gpu
         self.host = host
         self.spool = spool
@@ -80,6 +81,10 @@ class Sampler:
         self._gpu_count = len(gpus)
         self._gpu_fields = self.gpu.field_ids if self.gpu is not None else ()
         self.watch = self._make_watch(gpus, self._gpu_fields) if gpus else None
+        if isinstance(self.gpu, PushesEvents):
+            with contextlib.suppress(RuntimeError):  # no running loop (tests): events wait for the tick
+                loop = asyncio.get_running_loop()
+                self.gpu.on_event = lambda: loop.call_soon_threadsafe(self._send_events_now)
         hello = build_hello(
             host_id=self.host_id,
             boot_id=self.boot_id,
@@ -129,12 +134,22 @@ class Sampler:
         self.stats.ticks += 1
         self.wakeup.set()
 
+    def _send_events_now(self) -> None:
+        """An event the backend saw between ticks (an XID, a lost GPU): out now, checked at the tick."""
+        if self.gpu is None:
+            return
+        events = self.gpu.drain_events()
+        for event in events:
+            self.emit(event)
+        self._early_events += events
+
     async def _follow_gpus(self, now: int, gpu_values: np.ndarray) -> None:
         """Send the backend's events, then health changes, then (slow tier) workload changes."""
         assert self.gpu is not None
         events = self.gpu.drain_events()
         for event in events:
             self.emit(event)
+        events, self._early_events = self._early_events + events, []
         if self.watch is None:
             return
         for event in self.watch.observe(now, gpu_values, events):

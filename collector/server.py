@@ -219,6 +219,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             self.store.set_health(record, h.gpu_index, h.status, list(h.reasons))
         elif kind == "workload":
             record.workloads[event.workload.gpu_index] = list(event.workload.processes)
+        elif kind == "nvlink":
+            self.store.set_nvlink(record, event.nvlink.gpu_index, list(event.nvlink.links))
         elif kind == "spool_drop":
             log.warning("agent spool dropped data", host_id=record.host_id, records=event.spool_drop.records)
         elif kind is None:
@@ -231,6 +233,6 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
 def _event_gpu(event: pb.Event) -> int | None:
     kind = event.WhichOneof("kind")
-    if kind in ("xid", "gpu_lost", "health", "workload"):
+    if kind in ("xid", "gpu_lost", "health", "workload", "nvlink"):
         return int(getattr(event, kind).gpu_index)
     return None

@@ -80,6 +80,7 @@ class FleetStore:
         self._free_rows: list[int] = []
         self.xid_counts: dict[tuple[int, int], int] = {}  # (gpu row, xid) -> occurrences
         self.health_reasons: dict[int, list[pb.HealthReason]] = {}
+        self.nvlink: dict[int, list[pb.NvlinkLink]] = {}  # gpu row -> per-link state, as last reported
         self.generation = 0  # bumps when hosts or GPUs come or go, so readers can cache labels
 
     # -- registration ------------------------------------------------------------------------------
@@ -182,6 +183,7 @@ class FleetStore:
             self._free_rows.append(meta.row)
             for key in [k for k in self.xid_counts if k[0] == meta.row]:
                 del self.xid_counts[key]
+            self.nvlink.pop(meta.row, None)
 
     # -- ingest ------------------------------------------------------------------------------------
     def apply_frame(self, record: HostRecord, frame: DecodedFrame) -> bool:
@@ -200,6 +202,9 @@ class FleetStore:
 
     def mark_lost(self, record: HostRecord, gpu_index: int) -> None:
         self.gpu_lost[record.gpus[gpu_index].row] = True
+
+    def set_nvlink(self, record: HostRecord, gpu_index: int, links: list[pb.NvlinkLink]) -> None:
+        self.nvlink[record.gpus[gpu_index].row] = links
 
     def set_health(self, record: HostRecord, gpu_index: int, status: int, reasons: list[pb.HealthReason]) -> None:
         row = record.gpus[gpu_index].row
