@@ -211,6 +211,7 @@ class NvmlBackend:
         *,
         budget_s: float = 0.5,
         slow_every: int = 10,
+        inventory_every: int = 300,
         init_wait_s: float = 0.0,
         init_retry_s: float = 5.0,
         xid_window_s: float = 10.0,
@@ -223,6 +224,7 @@ class NvmlBackend:
         self._nvml = nvml
         self.budget_s = budget_s
         self.slow_every = max(1, slow_every)
+        self.inventory_every = max(1, inventory_every)
         self.init_wait_s = init_wait_s
         self.init_retry_s = init_retry_s
         self.kmsg_path = kmsg_path
@@ -273,6 +275,9 @@ class NvmlBackend:
             return out
         self._ticks += 1
         slow = (self._ticks - 1) % self.slow_every == 0
+        # The inventory is read at open; this re-read catches changes made under a running agent
+        # (a power limit or MIG mode set by an admin, persistence mode, a VBIOS update after reset).
+        inventory = self._ticks > 1 and (self._ticks - 1) % self.inventory_every == 0
         submitted: dict[int, Future[Values]] = {}
         for g in self._gpus:
             if g.lost or g.executor is None:
@@ -281,7 +286,7 @@ class NvmlBackend:
                 self.stats.skipped_stuck += 1
                 continue
             deadline = self.monotonic() + self.budget_s
-            g.inflight = g.executor.submit(self._read_gpu, g, slow, deadline)
+            g.inflight = g.executor.submit(self._read_gpu, g, slow, deadline, inventory)
             submitted[g.index] = g.inflight
         done, _ = wait_futures(submitted.values(), timeout=self.budget_s)
         for index, future in submitted.items():
@@ -423,7 +428,7 @@ class NvmlBackend:
         )
 
     # -- per tick ----------------------------------------------------------------------------------
-    def _read_gpu(self, g: _Gpu, slow: bool, deadline: float) -> Values:
+    def _read_gpu(self, g: _Gpu, slow: bool, deadline: float, inventory: bool = False) -> Values:
         """One GPU's row; runs in that GPU's worker thread."""
         nvml = self._nvml
         row = np.full(len(_FIELD_IDS), np.nan)
@@ -457,6 +462,10 @@ class NvmlBackend:
                     row[_COL[name]] = v
         if slow:
             self._read_slow(g, call)
+        if inventory:
+            info = call(functools.partial(self._inventory, nvml, h, g.index, g.info.nvlink_count, g.unsupported))
+            if info is not None and info != g.info:
+                self._report_inventory(g, info)
         for name, value in g.slow.items():
             row[_COL[name]] = value
         for name, attr in _LINK_TOTALS:
@@ -497,6 +506,22 @@ class NvmlBackend:
                 g.slow["nvlink_links_up"] = float(up)
                 g.slow["nvlink_links_down"] = float(len(g.links) - up)
                 self._report_links(g)
+
+    def _report_inventory(self, g: _Gpu, info: GpuInfo) -> None:
+        changed = [
+            f"{name} {getattr(g.info, name)!r} -> {getattr(info, name)!r}"
+            for name in GpuInfo.__dataclass_fields__
+            if getattr(g.info, name) != getattr(info, name)
+        ]
+        g.info = info
+        log.info("GPU inventory changed", gpu=g.index, changes="; ".join(changed))
+        with self._events_lock:
+            self._events.append(
+                pb.Event(
+                    unix_ns=self.clock(),
+                    inventory=pb.InventoryChangeEvent(gpu=gpu_inventory(info), what="; ".join(changed)),
+                )
+            )
 
     def _report_links(self, g: _Gpu) -> None:
         """Queue the per-link state when a link went up or down or a counter moved (and the first time)."""

@@ -329,3 +329,19 @@ def test_per_link_nvlink_state_is_sent_at_start_and_when_it_changes(fake: FakeNv
     changed = nvlink_events()
     assert list(changed) == [1] and changed[1][2] == (2, False, 40.0)
     b.close()
+
+
+def test_an_inventory_change_under_a_running_agent_is_reported(fake: FakeNvml) -> None:
+    b = backend(fake, inventory_every=3)
+    for _ in range(3):
+        b.sample(time.time_ns())
+    fake.gpus[0].power_max_mw = 600_000
+    fake.gpus[0].mig = 1
+    b.sample(time.time_ns())  # tick 4: the inventory is read again
+    changes = [e.inventory for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
+    assert [c.gpu.index for c in changes] == [0]
+    assert changes[0].gpu.mig_mode and changes[0].gpu.power_limit_max_watts == 600
+    assert "power_limit_max_watts 700.0 -> 600.0" in changes[0].what and "mig_mode False -> True" in changes[0].what
+    b.sample(time.time_ns())
+    assert not [e for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
+    b.close()
