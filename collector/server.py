@@ -221,6 +221,10 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             record.workloads[event.workload.gpu_index] = list(event.workload.processes)
         elif kind == "nvlink":
             self.store.set_nvlink(record, event.nvlink.gpu_index, list(event.nvlink.links))
+        elif kind == "inventory":
+            self.store.update_gpu(record, event.inventory.gpu)
+            inv = event.inventory
+            log.info("gpu inventory changed", host_id=record.host_id, gpu=inv.gpu.index, what=inv.what)
         elif kind == "spool_drop":
             log.warning("agent spool dropped data", host_id=record.host_id, records=event.spool_drop.records)
         elif kind is None:
@@ -233,6 +237,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
 def _event_gpu(event: pb.Event) -> int | None:
     kind = event.WhichOneof("kind")
+    if kind == "inventory":
+        return int(event.inventory.gpu.index)
     if kind in ("xid", "gpu_lost", "health", "workload", "nvlink"):
         return int(getattr(event, kind).gpu_index)
     return None

@@ -203,6 +203,15 @@ class FleetStore:
     def mark_lost(self, record: HostRecord, gpu_index: int) -> None:
         self.gpu_lost[record.gpus[gpu_index].row] = True
 
+    def update_gpu(self, record: HostRecord, inv: pb.GpuInventory) -> None:
+        """A GPU's inventory changed under a running agent: same row and series, new facts and labels."""
+        meta = record.gpus[inv.index]
+        meta.uuid, meta.model, meta.serial, meta.pci_bus_id = inv.uuid, inv.name, inv.serial, inv.pci_bus_id
+        meta.driver_version, meta.vbios_version = inv.driver_version, inv.vbios_version
+        meta.unsupported = frozenset(inv.unsupported_field_ids)
+        record.hello.gpus[inv.index].CopyFrom(inv)
+        self.generation += 1  # label caches rebuild
+
     def set_nvlink(self, record: HostRecord, gpu_index: int, links: list[pb.NvlinkLink]) -> None:
         self.nvlink[record.gpus[gpu_index].row] = links
 
