@@ -31,9 +31,14 @@ def pagerduty() -> Iterator[FakePagerDuty]:
 
 
 def start(
-    tmp: Path, kit: Pki, pagerduty: FakePagerDuty, services: list[Service], resolve_timeout: float = 300
+    tmp: Path,
+    kit: Pki,
+    pagerduty: FakePagerDuty,
+    services: list[Service],
+    resolve_timeout: float = 300,
+    name: str = "collector",
 ) -> Collector:
-    config, grpc_port, http_port = collector_config(tmp, kit)
+    config, grpc_port, http_port = collector_config(tmp, kit, name=name)
     with config.open("a") as fh:  # written by hand: the kit's TOML writer has no nested tables
         fh.write(
             f"""
@@ -55,9 +60,9 @@ routing_key_env = "PD_KEY"
 """
         )
     collector = Collector(
-        "collector",
+        name,
         config,
-        tmp / "collector.log",
+        tmp / f"{name}.log",
         ["collector"],
         env={"PD_KEY": KEY},
         grpc_port=grpc_port,
@@ -214,3 +219,19 @@ def test_host_down_and_gpu_lost_inhibit_what_they_explain(
     assert paged == {fingerprint(down), fingerprint(lost), fingerprint(hot_elsewhere)}
     text = collector.metrics()
     assert metric_value(text, "gpulse_alerts", state="firing", severity="critical") == 5
+
+
+def test_two_collectors_seeing_the_same_fault_open_one_incident(
+    tmp: Path, test_pki: Pki, services: list[Service], pagerduty: FakePagerDuty
+) -> None:
+    a = start(tmp, test_pki, pagerduty, services, name="collector-a")
+    b = start(tmp, test_pki, pagerduty, services, name="collector-b")
+    xid = labels("GpuXid", "node-ha", "4")
+    push(a, xid)
+    push(b, xid)
+    wait_for(lambda: len(pagerduty.triggers()) == 2, what="a trigger from each collector")
+    assert {e["dedup_key"] for e in pagerduty.triggers()} == {fingerprint(xid)}
+    push(a, xid, state="resolved")
+    wait_for(lambda: pagerduty.resolves(fingerprint(xid)), what="the resolve")
+    incident = pagerduty.incidents[fingerprint(xid)]
+    assert (incident.opened, incident.open) == (1, False)
