@@ -51,6 +51,10 @@ def test_faults_reach_the_collector_as_xid_counts_health_and_workloads(
     wait_for(lambda: health(collector.metrics(), "node-f", "0", "fail") == 1, what="GPU 0 fails after the DBE")
     text = collector.metrics()
     assert metric_value(text, "gpulse_gpu_xid_errors_total", host="node-f", gpu="0", xid="48") == 1
+    # The reasons are named: a DBE, and the XID 48 that reported it.
+    assert metric_value(text, "gpulse_gpu_health_reason", host="node-f", gpu="0", check="memory_dbe") == 1
+    assert metric_value(text, "gpulse_gpu_health_reason", host="node-f", gpu="0", check="xid_48") == 1
+    assert metric_value(text, "gpulse_gpu_health_reason", host="node-f", gpu="1", check="memory_remap_pending") == 1
     assert sorted(p.suffix for p in (state_dir / "sim-faults").iterdir()) == [".applied", ".applied"]
 
 

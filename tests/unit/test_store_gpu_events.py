@@ -71,3 +71,22 @@ def test_an_inventory_change_updates_labels_in_place() -> None:
     assert store.hosts["h"].gpus[0].row == row  # the same series, not a new GPU
     info = [ln for ln in after.splitlines() if ln.startswith('gpulse_gpu_info{host="h",gpu="0"')]
     assert len(info) == 1 and 'driver_version="560.28.03"' in info[0]
+
+
+def test_failing_health_checks_are_named_and_vanish_when_they_pass() -> None:
+    store = FleetStore()
+    registered(store)
+    record = store.hosts["h"]
+    reasons = [
+        pb.HealthReason(check="memory_dbe", status=pb.HEALTH_FAIL, message="1 uncorrectable"),
+        pb.HealthReason(check="pcie_link_width", status=pb.HEALTH_WARN, message="x8"),
+    ]
+    store.set_health(record, 1, pb.HEALTH_FAIL, reasons)
+    text = render(store)
+    labels = 'host="h",gpu="1",uuid="GPU-1",model="H100"'
+    assert f'gpulse_gpu_health_reason{{{labels},check="memory_dbe",status="fail"}} 1' in text
+    assert f'gpulse_gpu_health_reason{{{labels},check="pcie_link_width",status="warn"}} 1' in text
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    store.set_health(record, 1, pb.HEALTH_OK, [])
+    assert "gpulse_gpu_health_reason" not in render(store)
