@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from collector.exposition.dcgm import DCGM_FAMILIES, dcgm_labels
 from collector.exposition.events import EventTallies
+from collector.exposition.health import health_reasons_block
 from collector.exposition.labels import PrefixTable
 from collector.exposition.nvlink import nvlink_block
 from collector.exposition.text import block, escape, format_values, header
@@ -210,6 +211,8 @@ class FleetExposition:
         blocks.append(self._xid_block(rows))
         if nvlink := nvlink_block(self.store.nvlink, rows, self._gpus.labels):
             blocks.append(nvlink)
+        if reasons := health_reasons_block(self.store.health_reasons, rows, self._gpus.labels):
+            blocks.append(reasons)
 
     def _gpu_info(self, rows: npt.NDArray[np.int64]) -> str:
         lines = [header("gpulse_gpu_info", "gauge", "GPU inventory; always 1.")]
