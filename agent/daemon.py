@@ -19,6 +19,7 @@ from agent.shipper import Shipper
 from agent.sources.gpu import GpuBackend, GpuError
 from agent.sources.host import HostSource
 from agent.spool.base import Spool
+from gpulse.runtime import Lifecycle
 from protos import telemetry_pb2 as pb
 from protos.codec import encode_frame
 
@@ -186,25 +187,58 @@ class Sampler:
             return missing
 
 
-async def run_agent(sampler: Sampler, shipper: Shipper, stop: asyncio.Event) -> None:
-    """Tick on a fixed schedule until ``stop`` is set, then stop the shipper."""
+def agent_status(sampler: Sampler, shipper: Shipper) -> str:
+    """One line for `systemctl status`: where the data goes and how far behind it is."""
+    target = shipper.stats.connected_to or f"not connected ({shipper.stats.last_error or 'connecting'})"
+    return f"{sampler.stats.ticks} ticks; shipping to {target}; acked {shipper.stats.acked}"
+
+
+async def run_agent(
+    sampler: Sampler,
+    shipper: Shipper,
+    stop: asyncio.Event,
+    lifecycle: Lifecycle | None = None,
+    drain_seconds: float = 5.0,
+) -> None:
+    """Tick on a fixed schedule until ``stop`` is set; then give the shipper ``drain_seconds`` to flush."""
     sampler.start()
     ship = asyncio.create_task(shipper.run(), name="shipper")
     loop = asyncio.get_running_loop()
     next_tick = loop.time()
+    if lifecycle is not None:
+        lifecycle.ready(agent_status(sampler, shipper))
     try:
+        # The watchdog is pinged from this loop, so it wakes at least every ping interval even when
+        # the sampling interval is longer; a hung tick then stops the pings and systemd restarts us.
+        ping = lifecycle.ping_interval if lifecycle is not None else sampler.interval
         while not stop.is_set():
-            await sampler.tick()
-            next_tick += sampler.interval
-            if next_tick < loop.time():  # fell behind (suspend, overload): skip, do not burst
-                next_tick = loop.time() + sampler.interval
+            if lifecycle is not None:
+                lifecycle.heartbeat(lambda: agent_status(sampler, shipper))
+            if loop.time() >= next_tick:
+                await sampler.tick()
+                next_tick += sampler.interval
+                if next_tick < loop.time():  # fell behind (suspend, overload): skip, do not burst
+                    next_tick = loop.time() + sampler.interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_tick - loop.time()))
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, min(ping, next_tick - loop.time())))
             if ship.done():
                 ship.result()
+        await _drain(shipper, ship, drain_seconds)
     finally:
         ship.cancel()
         await asyncio.gather(ship, return_exceptions=True)
         if sampler.gpu is not None:
             sampler.gpu.close()
         sampler.spool.close()
+
+
+async def _drain(shipper: Shipper, ship: asyncio.Task[None], seconds: float) -> None:
+    """On a clean stop, wait (bounded) until the collector has acknowledged what is spooled."""
+    if not shipper.connected.is_set() or ship.done():
+        return  # nobody to flush to: what is spooled stays on disk for the next start
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    shipper.wakeup.set()
+    while not shipper.drained() and loop.time() < deadline and not ship.done():  # noqa: ASYNC110 - polls the spool
+        await asyncio.sleep(0.05)
+    log.info("agent stopping", drained=shipper.drained(), acked=shipper.stats.acked)

@@ -19,7 +19,9 @@ from agent.sources.sim import SimBackend
 from agent.sources.sim_faults import INBOX_DIR, FaultInbox
 from agent.spool.base import Spool
 from agent.spool.memory import MemorySpool
-from gpulse.tls import channel_credentials
+from gpulse import logs
+from gpulse.runtime import Lifecycle
+from gpulse.tls import WatchedChannelCredentials, channel_credentials
 
 
 def make_gpu_backend(config: AgentConfig) -> GpuBackend | None:
@@ -71,23 +73,44 @@ def build_agent(
         interval=config.interval,
         gpu_source=config.gpu_source,
     )
+    watched = WatchedChannelCredentials(config.tls) if credentials is None else None
     shipper = Shipper(
         spool=spool,
         targets=rank(config.host_id, config.collectors),  # spread hosts over collectors
-        credentials=credentials or (lambda: channel_credentials(config.tls)),
+        credentials=credentials or watched or (lambda: channel_credentials(config.tls)),
         backoff=config.backoff,
         wakeup=wakeup,
         server_name=config.server_name,
         max_in_flight=config.max_in_flight,
+        credentials_changed=watched.changed if watched is not None else None,
     )
     return sampler, shipper
 
 
-async def run(config: AgentConfig, stop: asyncio.Event, *, gpu: GpuBackend | None = None) -> None:
+async def run(
+    config: AgentConfig,
+    stop: asyncio.Event,
+    *,
+    gpu: GpuBackend | None = None,
+    lifecycle: Lifecycle | None = None,
+    reload_config: Callable[[], AgentConfig] | None = None,
+) -> None:
     sampler, shipper = build_agent(config, gpu=gpu)
     stop_metrics = serve_metrics(sampler, config.metrics_listen) if config.metrics_listen else None
+    if lifecycle is not None and reload_config is not None:
+        lifecycle.on_reload(lambda: reload_agent(reload_config, shipper))
     try:
-        await run_agent(sampler, shipper, stop)
+        await run_agent(sampler, shipper, stop, lifecycle)
     finally:
         if stop_metrics is not None:
             stop_metrics()
+
+
+async def reload_agent(reload_config: Callable[[], AgentConfig], shipper: Shipper) -> str:
+    """SIGHUP: re-read the config; log level and certificate paths apply now, the rest at restart."""
+    config = reload_config()  # a ConfigError leaves everything as it was
+    logs.configure(config.log_level)
+    if isinstance(shipper.credentials, WatchedChannelCredentials):
+        # The stream is rebuilt only if the certificate files differ from those in use.
+        shipper.credentials.use(config.tls)
+    return f"config reloaded (log level {config.log_level})"

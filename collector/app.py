@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import structlog
 from aiohttp import web
 
+from collector import config as collector_config
 from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
+from collector.certificates import ServerCertificates
 from collector.config import CollectorConfig
 from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
+from collector.handshakes import StderrHandshakeWatcher
 from collector.http import build_app
+from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
-from collector.server import TelemetryService
+from collector.server import TelemetryService, add_telemetry_service
 from collector.store import FleetStore
-from gpulse.tls import server_credentials
+from gpulse import logs
+from gpulse.runtime import Lifecycle
 from gpulse.transport import server_options
-from protos import telemetry_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("gpulse.collector")
 
@@ -36,8 +42,10 @@ class RunningCollector:
     http_runner: web.AppRunner
     grpc_port: int
     http_port: int
-    remote_writer: RemoteWriter | None = None
+    certificates: ServerCertificates
+    revocation: RevocationList
     alerting: AlertingService | None = None  # the AlertSink detection pushes into
+    remote_writer: RemoteWriter | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
@@ -54,16 +62,21 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     metrics.shard.labels(config.collector_id).set(1)
     tallies = EventTallies()
     remote_writer = RemoteWriter(config.remote_write, store, metrics.registry) if config.remote_write else None
+    revocation = RevocationList(config.crl, config.tls.ca)
     service = TelemetryService(
         store=store,
         metrics=metrics,
         collector_id=config.collector_id,
         limits=config.limits,
         observers=[tallies, *([remote_writer] if remote_writer else [])],
+        revocation=revocation,
     )
-    server = grpc.aio.server(options=server_options())
-    pb_grpc.add_TelemetryServicer_to_server(service, server)
-    grpc_port = server.add_secure_port(config.listen, server_credentials(config.tls))
+    # gRPC's own ceiling sits above ours: below it, an oversized message is refused by the servicer
+    # with a reason and a count; gRPC's limit only guards memory against the absurd.
+    server = grpc.aio.server(options=server_options(4 * config.limits.max_message_bytes))
+    add_telemetry_service(service, server)
+    certificates = ServerCertificates(config.tls)
+    grpc_port = server.add_secure_port(config.listen, certificates.credentials())
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {config.listen}")
     await server.start()
@@ -89,14 +102,72 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         collector_id=config.collector_id,
     )
     return RunningCollector(
-        store, metrics, service, server, runner, grpc_port, http_port, remote_writer=remote_writer, alerting=alerting
+        store,
+        metrics,
+        service,
+        server,
+        runner,
+        grpc_port,
+        http_port,
+        certificates,
+        revocation,
+        alerting,
+        remote_writer=remote_writer,
     )
 
 
-async def run_collector(config: CollectorConfig, stop: asyncio.Event) -> None:
+def collector_status(running: RunningCollector) -> str:
+    """One line for `systemctl status`."""
+    connected = sum(r.connected for r in running.store.hosts.values())
+    return f"{connected} agents connected, {len(running.store.hosts)} hosts"
+
+
+async def reload_collector(running: RunningCollector, config: CollectorConfig) -> str:
+    """SIGHUP: limits, log level, certificate paths and the CRL apply now; listen addresses at restart."""
+    if config.crl != running.revocation.path:
+        running.revocation = RevocationList(config.crl, config.tls.ca)
+        running.service.revocation = running.revocation
+    else:
+        running.revocation.ca_path = config.tls.ca
+        running.revocation.refresh(force=True)
+    running.certificates.use(config.tls)  # the next handshake loads them if they changed
+    running.service.limits = config.limits
+    logs.configure(config.log_level)
+    return f"config reloaded; {len(running.revocation.serials)} certificates revoked"
+
+
+async def run_collector(
+    config: CollectorConfig,
+    stop: asyncio.Event,
+    lifecycle: Lifecycle | None = None,
+    config_path: Path | None = None,
+) -> None:
     running = await start_collector(config)
+    handshakes = StderrHandshakeWatcher(lambda reason, detail: _handshake_refused(running.metrics, reason, detail))
+    handshakes.start()
+    if lifecycle is not None and config_path is not None:
+
+        async def reload() -> str:
+            # A ConfigError here leaves the running settings untouched; runtime logs and reports it.
+            return await reload_collector(running, collector_config.load(config_path))
+
+        lifecycle.on_reload(reload)
     try:
-        await stop.wait()
+        if lifecycle is not None:
+            lifecycle.ready(collector_status(running))
+        while not stop.is_set():
+            # The watchdog is pinged from here: if the event loop hangs, the pings stop.
+            if lifecycle is not None:
+                lifecycle.heartbeat(lambda: collector_status(running))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), lifecycle.ping_interval if lifecycle else None)
     finally:
         log.info("collector stopping")
         await running.stop()
+        handshakes.stop()
+
+
+def _handshake_refused(metrics: CollectorMetrics, reason: str, detail: str) -> None:
+    # Runs on the stderr pump thread; prometheus_client counters are thread-safe.
+    metrics.streams_refused.labels(reason).inc()
+    log.warning("stream refused", reason=reason, error=f"TLS handshake failed: {detail}")

@@ -25,6 +25,7 @@ class CollectorConfig:
     state_dir: Path = Path("/var/lib/gpulse/collector")
     stale_after: float = 120.0
     limits: IngestLimits = field(default_factory=IngestLimits)
+    crl: Path | None = None  # revocation list from `gpulse pki revoke`, re-read when it changes
     log_level: str = "info"
     exposition_formats: tuple[str, ...] = ("gpulse",)  # add "dcgm" for dcgm-exporter names and units
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
@@ -47,16 +48,30 @@ def _exposition_formats(section: Section) -> tuple[str, ...]:
     return tuple(dict.fromkeys(formats))
 
 
+def _at_least(section: Section, key: str, default: int, minimum: int) -> int:
+    value = section.get(key, int, default)
+    if value < minimum:
+        raise section.error(key, f"must be at least {minimum}, got {value}")
+    return value
+
+
 def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
     root = Section(path, "", data)
     tls = root.section("tls")
     tls_files = TlsFiles(tls.require("ca", Path), tls.require("cert", Path), tls.require("key", Path))
+    crl = tls.get("crl", Path, Path()) if "crl" in tls.data else None
     tls.finish()
     limits = root.section("limits")
     ingest = IngestLimits(
         max_future_seconds=limits.positive("max_future_seconds", 300.0),
         max_age_seconds=limits.positive("max_age_seconds", 7 * 86400.0),
         max_gpus_per_host=limits.get("max_gpus_per_host", int, 64),
+        max_message_bytes=_at_least(limits, "max_message_bytes", 4 * 1024 * 1024, 64 * 1024),
+        max_hosts=_at_least(limits, "max_hosts", 10_000, 1),
+        max_series_per_host=_at_least(limits, "max_series_per_host", 20_000, 1),
+        max_boots_per_host=_at_least(limits, "max_boots_per_host", 16, 1),
+        records_per_second=limits.positive("records_per_second", 200.0),
+        records_burst=limits.positive("records_burst", 20_000.0),
     )
     limits.finish()
     log = root.section("log")
@@ -65,6 +80,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
     formats = _exposition_formats(root.section("exposition"))
     config = CollectorConfig(
         tls=tls_files,
+        crl=crl,
         collector_id=root.get("collector_id", str, "") or socket.gethostname(),
         listen=_host_port(root, "listen", "0.0.0.0:7443"),
         http_listen=_host_port(root, "http_listen", "127.0.0.1:9410"),

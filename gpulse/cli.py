@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gpulse import __version__, logs, silences
 from gpulse.configfile import ConfigError
-from gpulse.runtime import run_until_signalled
+from gpulse.runtime import run_service, run_until_signalled
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     config = agent_config.load(args.config)
     logs.configure(config.log_level)
     try:
-        run_until_signalled(lambda stop: run(config, stop))
+        run_service(lambda lc: run(config, lc.stop, lifecycle=lc, reload_config=lambda: agent_config.load(args.config)))
     except BackendUnavailable as exc:
         print(f"gpulse agent: {exc}", file=sys.stderr)
         return 3
@@ -33,7 +33,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 
     config = collector_config.load(args.config)
     logs.configure(config.log_level)
-    run_until_signalled(lambda stop: run_collector(config, stop))
+    run_service(lambda lc: run_collector(config, lc.stop, lc, args.config))
     return 0
 
 
@@ -55,6 +55,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_pki(args: argparse.Namespace) -> int:
     from collector import pki
 
+    if args.pki_command == "revoke":
+        if args.agent is None and args.collector is None and args.serial is None and not args.refresh:
+            print("gpulse pki revoke: give --agent HOST, --collector NAME, --serial N or --refresh", file=sys.stderr)
+            return 2
+        role, name = ("collector", args.collector) if args.collector else ("agent", args.agent)
+        serial = int(args.serial, 0) if args.serial else None
+        crl, revoked = pki.revoke(args.dir, name=name, serial=serial, role=role, days=args.days)
+        what = f"serial {revoked:x} revoked" if revoked is not None else "re-signed"
+        print(f"{crl}: {what}; collectors with tls.crl = {str(crl)!r} refuse it from their next check")
+        return 0
     if args.pki_command == "init":
         issued = pki.init_ca(args.dir, name=args.name, days=args.days, force=args.force)
         print(f"CA certificate: {issued.cert}\nCA key:         {issued.key} (mode 0600)")
@@ -68,10 +78,19 @@ def _cmd_pki(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from agent import config as agent_config
     from collector import config as collector_config
+    from gpulse.configfile import infer_kind
 
-    loader = agent_config.load if args.kind == "agent" else collector_config.load
-    loader(args.file)
-    print(f"{args.file}: ok")
+    if args.file is None:
+        path, kind = Path(args.kind_or_file), ""
+    elif args.kind_or_file in ("agent", "collector"):
+        path, kind = args.file, args.kind_or_file
+    else:
+        print(f"gpulse check-config: unknown kind {args.kind_or_file!r}: expected agent or collector", file=sys.stderr)
+        return 2
+    kind = kind or infer_kind(path)
+    loader = agent_config.load if kind == "agent" else collector_config.load
+    loader(path)
+    print(f"{path}: ok ({kind} config)")
     return 0
 
 
@@ -124,9 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--days", type=int, default=365)
     p.set_defaults(func=_cmd_pki)
 
-    p = sub.add_parser("check-config", help="validate a config file")
-    p.add_argument("kind", choices=("agent", "collector"))
-    p.add_argument("file", type=Path)
+    q = pki_sub.add_parser("revoke", help="revoke a certificate: add it to DIR/crl.pem, signed by the CA")
+    q.add_argument("dir", type=Path)
+    who = q.add_mutually_exclusive_group()
+    who.add_argument("--agent", metavar="HOST", help="the agent certificate issued for this host id")
+    who.add_argument("--collector", metavar="NAME", help="the collector certificate issued under this name")
+    who.add_argument("--serial", help="serial number (hex with 0x, or decimal) of a certificate issued elsewhere")
+    q.add_argument("--refresh", action="store_true", help="only re-sign the list with a new next-update date")
+    q.add_argument("--days", type=int, default=30, help="days until the list's next update")
+
+    p = sub.add_parser("check-config", help="validate a config file; the kind is inferred when not given")
+    p.add_argument("kind_or_file", metavar="[agent|collector] FILE")
+    p.add_argument("file", type=Path, nargs="?")
     p.set_defaults(func=_cmd_check_config)
 
     from agent.sources.sim_faults import add_parser as add_sim_fault
