@@ -16,8 +16,11 @@ from typing import Protocol
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
-from collector.identity import IdentityError, peer_identity
+from collector.identity import IdentityError, PeerIdentity, peer_identity
+from collector.ratelimit import TokenBucket
+from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
 from collector.sequence import SequenceTracker
 from collector.store import FleetStore, HostRecord
@@ -34,6 +37,37 @@ class IngestLimits:
     max_age_seconds: float = 7 * 86400.0
     max_gpus_per_host: int = 64
     ack_interval_seconds: float = 0.1
+    # Against an agent that is authenticated but broken or hostile; each refusal is counted by reason.
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_hosts: int = 10_000
+    max_series_per_host: int = 20_000  # values per frame: host fields + GPUs x GPU fields
+    max_boots_per_host: int = 16  # sequence trackers kept per host; a reboot loop must not grow memory
+    records_per_second: float = 200.0  # sustained, per host, across reconnects
+    records_burst: float = 20_000.0  # room for a spool replay after an outage
+
+
+class MessageTooLarge(Exception):
+    """An agent message over ``IngestLimits.max_message_bytes``; raised before it is parsed."""
+
+
+def add_telemetry_service(service: TelemetryService, server: grpc.aio.Server) -> None:
+    """Register ``service`` with a deserializer that checks the size first, so an oversized message is
+    refused and counted by the servicer (gRPC's own limit, set higher, only cancels the call silently)."""
+
+    def deserialize(data: bytes) -> pb.AgentMessage:
+        limit = service.limits.max_message_bytes
+        if len(data) > limit:
+            raise MessageTooLarge(f"message of {len(data)} bytes; at most {limit} are accepted")
+        return pb.AgentMessage.FromString(data)
+
+    handlers = {
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            service.Stream,
+            request_deserializer=deserialize,
+            response_serializer=pb.CollectorMessage.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("gpulse.v1.Telemetry", handlers),))
 
 
 class IngestObserver(Protocol):
@@ -61,6 +95,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         limits: IngestLimits | None = None,
         observers: list[IngestObserver] | None = None,
         clock: Callable[[], int] = time.time_ns,
+        revocation: RevocationList | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -70,12 +106,27 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.clock = clock
         self._sequences: dict[tuple[str, str], SequenceTracker] = {}
         self._active: dict[str, object] = {}  # host_id -> token of its newest stream
+        self.revocation = revocation
+        self.monotonic = monotonic
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _refuse_midstream(self, host_id: str, reason: str, code: grpc.StatusCode, message: str) -> _Refused:
+        self.metrics.streams_refused.labels(reason).inc()
+        log.warning("stream refused", host_id=host_id, reason=reason, error=message)
+        return _Refused(code, reason, message)
+
+    def _bucket(self, host_id: str) -> TokenBucket:
+        bucket = self._buckets.get(host_id)
+        if bucket is None or bucket.rate != self.limits.records_per_second or bucket.burst != self.limits.records_burst:
+            bucket = TokenBucket(self.limits.records_per_second, self.limits.records_burst, self.monotonic)
+            self._buckets[host_id] = bucket
+        return bucket
 
     async def Stream(  # noqa: N802 - the name is the RPC's
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
     ) -> None:
         try:
-            record, tracker = await self._open(request_iterator, context)
+            record, tracker, identity = await self._open(request_iterator, context)
         except _Refused as refusal:
             self.metrics.streams_refused.labels(refusal.reason).inc()
             log.warning("stream refused", peer=context.peer(), reason=refusal.reason, error=str(refusal))
@@ -87,11 +138,35 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.metrics.connected_agents.inc()
         log.info("agent connected", host_id=record.host_id, boot_id=record.boot_id, peer=context.peer())
         acker = asyncio.create_task(self._ack_loop(context, tracker))
+        bucket = self._bucket(record.host_id)
+        ended: _Refused | None = None
         try:
             async for message in request_iterator:
                 if self._active.get(record.host_id) is not token:
                     await context.abort(grpc.StatusCode.ABORTED, "superseded by a newer stream from this host")
+                if self.revocation is not None and self.revocation.is_revoked(identity.serial):
+                    ended = self._refuse_midstream(
+                        record.host_id, "revoked", grpc.StatusCode.PERMISSION_DENIED, "client certificate was revoked"
+                    )
+                    break
+                if not bucket.take():
+                    ended = self._refuse_midstream(
+                        record.host_id,
+                        "rate_limited",
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"more than {self.limits.records_per_second:g} records/s "
+                        f"(burst {self.limits.records_burst:g}) from this host; slow down and retry",
+                    )
+                    break
                 self._process(record, tracker, message)
+        except MessageTooLarge as exc:
+            ended = self._refuse_midstream(
+                record.host_id, "message_too_large", grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+            )
+        except DecodeError as exc:
+            ended = self._refuse_midstream(
+                record.host_id, "malformed", grpc.StatusCode.INVALID_ARGUMENT, f"undecodable message: {exc}"
+            )
         finally:
             acker.cancel()
             await asyncio.gather(acker, return_exceptions=True)
@@ -103,18 +178,25 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         # The stream may already be gone; if so the next Welcome carries the same number.
         with contextlib.suppress(Exception):
             await context.write(pb.CollectorMessage(ack=pb.Ack(seq=tracker.watermark)))
+        if ended is not None:
+            await context.abort(ended.code, str(ended))
 
     async def _open(
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
-    ) -> tuple[HostRecord, SequenceTracker]:
+    ) -> tuple[HostRecord, SequenceTracker, PeerIdentity]:
+        revoked = self.revocation.is_revoked if self.revocation is not None else None
         try:
-            identity = peer_identity(context.auth_context())
+            identity = peer_identity(context.auth_context(), revoked=revoked, now=self.clock() / 1e9)
         except IdentityError as exc:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, exc.reason, str(exc)) from None
         try:
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello", "stream closed before its hello") from None
+        except DecodeError as exc:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", f"undecodable first message: {exc}") from None
+        except MessageTooLarge as exc:
+            raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "message_too_large", str(exc)) from None
         if not first.HasField("hello"):
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello", "the first message must be a hello")
         hello = first.hello
@@ -136,18 +218,40 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             layout = FrameLayout.from_hello(hello, max_gpus=self.limits.max_gpus_per_host)
         except FrameError as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.reason, str(exc)) from None
+        if layout.width > self.limits.max_series_per_host:
+            raise _Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too_many_series",
+                f"hello declares {layout.width} series; at most {self.limits.max_series_per_host} per host",
+            )
         current = self.store.hosts.get(hello.host_id)
+        if current is None and len(self.store.hosts) >= self.limits.max_hosts:
+            raise _Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too_many_hosts",
+                f"the collector already holds {self.limits.max_hosts} hosts; host {hello.host_id!r} not admitted",
+            )
         if current is not None and current.boot_id != hello.boot_id and hello.sent_unix_ns < current.hello.sent_unix_ns:
             # The agent is draining an earlier boot's spool: apply it without rebinding the host.
             record = self.store.replay_record(current, hello, layout)
         else:
             record = self.store.register(hello, layout)
         record.clock_skew_seconds = (hello.sent_unix_ns - self.clock()) / 1e9 if hello.sent_unix_ns else 0.0
-        tracker = self._sequences.setdefault((hello.host_id, hello.boot_id), SequenceTracker())
+        tracker = self._tracker(hello.host_id, hello.boot_id)
         await context.write(
             pb.CollectorMessage(welcome=pb.Welcome(collector_id=self.collector_id, processed_seq=tracker.watermark))
         )
-        return record, tracker
+        return record, tracker, identity
+
+    def _tracker(self, host_id: str, boot_id: str) -> SequenceTracker:
+        key = (host_id, boot_id)
+        if key not in self._sequences:
+            boots = [k for k in self._sequences if k[0] == host_id]
+            # Forget the oldest boots of this host: an agent in a reboot loop must not grow memory.
+            for old in boots[: max(0, len(boots) - self.limits.max_boots_per_host + 1)]:
+                del self._sequences[old]
+            self._sequences[key] = SequenceTracker()
+        return self._sequences[key]
 
     async def _ack_loop(self, context: grpc.aio.ServicerContext, tracker: SequenceTracker) -> None:
         last = -1
