@@ -7,6 +7,7 @@ severity makes it notify at once. Whether a flush actually notifies is the notif
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from collector.alerting.alert import Alert, AlertState, Severity
@@ -36,9 +37,14 @@ class _Group:
 
 
 class Dispatcher:
-    def __init__(self, root: Route) -> None:
+    def __init__(self, root: Route, resend_every: Mapping[str, float] | None = None) -> None:
+        """``resend_every``: receivers that must hear of firing alerts at least this often (Alertmanager)."""
         self.root = root
         self._groups: dict[str, _Group] = {}
+        self._resend_every = dict(resend_every or {})
+
+    def _interval(self, route: Route) -> float:
+        return min(route.timing.group_interval, self._resend_every.get(route.receiver, route.timing.group_interval))
 
     def insert(self, alert: Alert, now: float) -> None:
         """Put a firing or resolved alert into the group of every route it matches."""
@@ -69,7 +75,7 @@ class Dispatcher:
             group.flushed = True
             group.flushed_severity = group.top_severity()
             group.alerts = {fp: a for fp, a in group.alerts.items() if a.state is not AlertState.RESOLVED}
-            group.next_flush = now + group.route.timing.group_interval
+            group.next_flush = now + self._interval(group.route)
             if not group.alerts:
                 del self._groups[key]
         return flushes

@@ -22,7 +22,7 @@ from collector.alerting.metrics import AlertingMetrics
 from collector.alerting.mute import Muter
 from collector.alerting.notify import Notifier
 from collector.alerting.outbox import Deliverer, RetryPolicy
-from collector.alerting.receivers import Receiver, build_receivers
+from collector.alerting.receivers import AlertmanagerConfig, Receiver, build_receivers
 from collector.alerting.silence import Silencer
 from collector.alerting.state import AlertingState
 from collector.store import FleetStore
@@ -51,7 +51,8 @@ class AlertingService:
         self.clock = clock
         self.state = AlertingState(state_dir / STATE_FILE)
         self.metrics = AlertingMetrics(registry)
-        self.dispatcher = Dispatcher(config.route)
+        resend = {r.name: r.resend_interval for r in config.receivers if isinstance(r, AlertmanagerConfig)}
+        self.dispatcher = Dispatcher(config.route, resend)
         self.lifecycle = AlertLifecycle(
             self.state,
             self.dispatcher,
@@ -127,7 +128,9 @@ class AlertingService:
         self._stopped = True
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A delivery in flight gets its own timeout to finish; past that it is cancelled and its
+            # row stays in the outbox for the next start.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=15)
         if self._session is not None:
             await self._session.close()

@@ -66,3 +66,11 @@ def test_one_group_per_group_by_key() -> None:
     d.insert(alert(host="a"), now=0)
     d.insert(alert(host="b"), now=0)
     assert d.group_count() == 2
+
+
+def test_a_receiver_that_needs_resends_is_flushed_at_its_pace() -> None:
+    d = Dispatcher(Route("am", timing=Timing(0, 300, 3600)), resend_every={"am": 60})
+    d.insert(alert(host="h"), now=0)
+    d.tick(0)
+    assert d.tick(59) == []
+    assert len(d.tick(60)) == 1  # not 300: Alertmanager would time the alert out first
