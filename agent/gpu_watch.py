@@ -80,7 +80,15 @@ class GpuWatch:
         return self.workloads.update(processes, len(self.gpus), unix_ns)
 
 
-def default_gpu_watch(gpus: list[GpuInfo], field_ids: tuple[int, ...]) -> GpuWatch:
+def default_gpu_watch(
+    gpus: list[GpuInfo],
+    field_ids: tuple[int, ...],
+    *,
+    thresholds: HealthThresholds | None = None,
+    slow_every: int = 10,
+) -> GpuWatch:
     """The agent's watch: this host's /proc, and the kubelet's pod-resources API where its socket exists."""
     pods = PodResourcesClient() if KUBELET_POD_RESOURCES.exists() else None
-    return GpuWatch(gpus, field_ids, resolver=WorkloadResolver(pod_resources=pods))
+    return GpuWatch(
+        gpus, field_ids, thresholds=thresholds, resolver=WorkloadResolver(pod_resources=pods), slow_every=slow_every
+    )
