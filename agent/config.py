@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.health import HealthThresholds
 from agent.sources.replay import ReplayConfig, parse_replay
 from agent.sources.sim import PROFILES, Fault, FaultKind, LoadPattern
 from gpulse.configfile import ConfigError, Section, load_toml
@@ -69,6 +70,7 @@ class AgentConfig:
     server_name: str = ""  # TLS name to expect from collectors when it differs from the target host
     sim: SimConfig = field(default_factory=SimConfig)
     nvml: NvmlConfig = field(default_factory=NvmlConfig)
+    health: HealthThresholds = field(default_factory=HealthThresholds)
     replay: ReplayConfig = field(default_factory=ReplayConfig)  # [replay]: the trace gpu.source = "replay" plays
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     log_level: str = "info"
@@ -123,6 +125,30 @@ def _nvml(section: Section) -> NvmlConfig:
         raise section.error("slow_every", f"must be at least 1 tick, got {config.slow_every}")
     if config.xid_coalesce < 0:
         raise section.error("xid_coalesce", f"must be 0 (send each) or more seconds, got {config.xid_coalesce}")
+    return config
+
+
+def _health(section: Section) -> HealthThresholds:
+    d = HealthThresholds()
+    config = HealthThresholds(
+        window_s=section.positive("window", d.window_s),
+        pcie_replays=section.get("pcie_replays", float, d.pcie_replays),
+        nvlink_crc_errors=section.get("nvlink_crc_errors", float, d.nvlink_crc_errors),
+        retired_pages_total=section.positive("retired_pages", d.retired_pages_total),
+        remapped_uncorrectable=section.positive("remapped_uncorrectable", d.remapped_uncorrectable),
+        xid_hold_s=section.get("xid_hold", float, d.xid_hold_s),
+        busy_utilization=section.get("busy_utilization", float, d.busy_utilization),
+    )
+    for key, value in (
+        ("pcie_replays", config.pcie_replays),
+        ("nvlink_crc_errors", config.nvlink_crc_errors),
+        ("xid_hold", config.xid_hold_s),
+    ):
+        if value < 0:
+            raise section.error(key, f"must be 0 or more, got {value}")
+    if not 0.0 <= config.busy_utilization <= 1.0:
+        raise section.error("busy_utilization", f"must be between 0 and 1, got {config.busy_utilization}")
+    section.finish()
     return config
 
 
@@ -199,6 +225,7 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         server_name=server_name,
         sim=_sim(root.section("sim")),
         nvml=nvml,
+        health=_health(root.section("health")),
         replay=parse_replay(root.section("replay"), required=source == "replay"),
         backoff=_backoff(root.section("backoff")),
         log_level=level,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import grpc
 from agent.config import AgentConfig
 from agent.daemon import Sampler, run_agent
 from agent.exposition import serve as serve_metrics
+from agent.gpu_watch import default_gpu_watch
 from agent.placement import rank
 from agent.shipper import Shipper
 from agent.sources.gpu import BackendUnavailable, GpuBackend
@@ -72,6 +74,7 @@ def build_agent(
         wakeup=wakeup,
         interval=config.interval,
         gpu_source=config.gpu_source,
+        gpu_watch=functools.partial(default_gpu_watch, thresholds=config.health, slow_every=config.nvml.slow_every),
     )
     watched = WatchedChannelCredentials(config.tls) if credentials is None else None
     shipper = Shipper(
