@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.exposition.text import escape
+from collector.exposition.text import ObjectArray, escape
 from collector.store import FleetStore, HostRecord
 from gpulse.configfile import Section
 from protos import remote_write_pb2 as rw
@@ -69,11 +69,24 @@ class RemoteWriteConfig:
 
 
 # -- pure core ---------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SeriesTable:
     """The label sets of one stream layout, in frame value order: host fields, then GPU x field."""
 
     labels: tuple[tuple[tuple[str, str], ...], ...]
+    # Encoded TimeSeries heads (field tag, length, labels) per series, by the sample's encoded size.
+    _heads: dict[int, ObjectArray] = field(default_factory=dict, compare=False, repr=False)
+
+    def heads(self, sample_size: int) -> ObjectArray:
+        """``heads[i]`` opens series i's TimeSeries for one sample of ``sample_size`` encoded bytes."""
+        cached = self._heads.get(sample_size)
+        if cached is None:
+            heads = []
+            for label_set in self.labels:
+                body = b"".join(_field(1, _label(name, value)) for name, value in label_set)
+                heads.append(b"\x0a" + _varint(len(body) + sample_size) + body)
+            cached = self._heads[sample_size] = np.array(heads, dtype=object)
+        return cached
 
     @classmethod
     def for_record(
@@ -109,27 +122,61 @@ class PendingFrame:
 
 
 def encode_write_request(frames: Iterable[PendingFrame]) -> tuple[bytes, int]:
-    """A snappy-compressed WriteRequest for ``frames``; each series' samples in timestamp order.
+    """A snappy-compressed WriteRequest for ``frames``, in frame order; returns it and its sample count.
 
-    Returns the body and the number of samples in it. NaN values are left out: they mean "not read",
-    and a NaN sample would read as a real value to the receiver.
+    Each frame's values become one-sample TimeSeries, so a series that appears in several frames
+    (a backlog after an outage) appears once per frame, in timestamp order, as receivers expect.
+    NaN values are left out: they mean "not read", and a NaN sample would read as a real value.
+
+    The protobuf is written by hand from cached per-series heads and a numpy byte matrix of
+    samples: the generic encoder spends microseconds per sample, this spends a fraction of one.
     """
-    by_series: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = {}
+    parts: list[bytes] = []
     count = 0
     for frame in frames:
         present = np.flatnonzero(~np.isnan(frame.values))
-        table = frame.series.labels
-        ts = frame.timestamp_ms
-        for i, value in zip(present.tolist(), frame.values[present].tolist(), strict=True):
-            by_series.setdefault(table[i], []).append((ts, value))
-        count += len(present)
-    request = rw.WriteRequest()
-    for label_set, samples in by_series.items():
-        series = request.timeseries.add()
-        series.labels.extend(rw.Label(name=n, value=v) for n, v in label_set)
-        samples.sort(key=lambda s: s[0])
-        series.samples.extend(rw.Sample(value=v, timestamp=t) for t, v in samples)
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString())), count
+        n = len(present)
+        if not n:
+            continue
+        stamp = b"\x10" + _varint(frame.timestamp_ms)  # Sample.timestamp, field 2, varint
+        inner = 1 + 8 + len(stamp)  # Sample.value (field 1, fixed64) then the timestamp
+        size = 2 + inner  # TimeSeries.samples: field 2 tag, one length byte, the Sample
+        samples = np.empty((n, size), dtype=np.uint8)
+        samples[:, 0] = 0x12
+        samples[:, 1] = inner
+        samples[:, 2] = 0x09
+        samples[:, 3:11] = frame.values[present].astype("<f8").view(np.uint8).reshape(n, 8)
+        samples[:, 11:] = np.frombuffer(stamp, dtype=np.uint8)
+        raw = samples.tobytes()
+        heads = frame.series.heads(size)[present].tolist()
+        chunk: list[bytes] = [b""] * (2 * n)
+        chunk[0::2] = heads
+        chunk[1::2] = [raw[i : i + size] for i in range(0, n * size, size)]
+        parts.append(b"".join(chunk))
+        count += n
+    return bytes(cramjam.snappy.compress_raw(b"".join(parts))), count
+
+
+def _varint(value: int) -> bytes:
+    value &= 0xFFFF_FFFF_FFFF_FFFF  # int64 as protobuf writes it: two's complement, ten bytes if negative
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _label(name: str, value: str) -> bytes:
+    return _field(1, name.encode()) + _field(2, value.encode())
 
 
 def decode_write_request(body: bytes) -> rw.WriteRequest:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from collector.exporters.remote_write import (
     HEADERS,
+    PendingFrame,
     RemoteWriteConfig,
     RemoteWriter,
+    SeriesTable,
     classify,
     decode_write_request,
+    encode_write_request,
     parse_config,
 )
 from collector.store import FleetStore, HostRecord
@@ -219,3 +225,33 @@ def test_config_parses_and_refuses_bad_values() -> None:
         parse_config(Section(path, "remote_write", {"url": "http://x/", "external_labels": {"__name__": "x"}}))
     with pytest.raises(ConfigError, match=r"remote_write\.batch: unknown key"):
         parse_config(Section(path, "remote_write", {"url": "http://x/", "batch": 1}))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=-(2**62), max_value=2**62),
+            st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=3, max_size=3),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_hand_written_protobuf_decodes_to_exactly_the_frames(frames: list[tuple[int, list[float]]]) -> None:
+    table = SeriesTable(
+        (
+            (("__name__", "a"), ("host", "h")),
+            (("__name__", "b"), ("host", "h"), ("x", "é" * 200)),  # multi-byte, long: lengths past one byte
+            (("__name__", "c"),),
+        )
+    )
+    pending = [PendingFrame(table, np.array(values), ts) for ts, values in frames]
+    body, count = encode_write_request(pending)
+    request = decode_write_request(body)
+    expected = [(table.labels[i], ts, v) for ts, values in frames for i, v in enumerate(values) if not math.isnan(v)]
+    got = [
+        (tuple((lab.name, lab.value) for lab in series.labels), s.timestamp, s.value)
+        for series in request.timeseries
+        for s in series.samples
+    ]
+    assert got == expected and count == len(expected)
