@@ -66,6 +66,7 @@ def test_unit_is_notify_with_watchdog_restart_and_start_limits(name: str) -> Non
     assert d["NotifyAccess"] == ["main"]
     assert d["WatchdogSec"] and d["WatchdogSec"][0] != "0"
     assert d["Restart"] == ["on-failure"]
+    assert d["RestartPreventExitStatus"] == ["2"], "a config error (exit 2) must not restart in a loop"
     assert d["StartLimitBurst"] and d["StartLimitIntervalSec"]
     assert d["User"] == ["gpulse"]
     assert d["DevicePolicy"] == ["closed"]

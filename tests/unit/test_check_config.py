@@ -77,3 +77,12 @@ def test_a_missing_file_and_broken_toml(tmp_path: Path, capsys: pytest.CaptureFi
     broken.write_text("interval = = 3\n")
     code, out = run(capsys, str(broken))
     assert code == 2 and "invalid TOML" in out
+
+
+@pytest.mark.parametrize("command", ["agent", "collector"])
+def test_services_exit_2_on_a_config_error_so_systemd_does_not_restart_them(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The units say RestartPreventExitStatus=2: a bad config stays failed instead of restarting in a loop.
+    assert main([command, "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: file not found" in capsys.readouterr().err
