@@ -60,14 +60,16 @@ class AlertLifecycle:
             log.info("alerts restored", count=len(self.alerts))
 
     def push(self, alerts: Sequence[Alert], now: float) -> None:
-        for alert in alerts:
-            problem = self._problem(alert, now)
-            if problem:
-                reason, message = problem
-                self._on_reject(reason)
-                log.warning("alert refused", reason=reason, problem=message, labels=dict(alert.labels))
-                continue
-            self._apply(alert, now)
+        # One transaction per push: a storm of new alerts costs one disk sync, not one each.
+        with self._state.transaction():
+            for alert in alerts:
+                problem = self._problem(alert, now)
+                if problem:
+                    reason, message = problem
+                    self._on_reject(reason)
+                    log.warning("alert refused", reason=reason, problem=message, labels=dict(alert.labels))
+                    continue
+                self._apply(alert, now)
 
     def _problem(self, alert: Alert, now: float) -> tuple[str, str] | None:
         if not math.isfinite(alert.starts_at) or (alert.ends_at is not None and not math.isfinite(alert.ends_at)):
@@ -93,7 +95,11 @@ class AlertLifecycle:
         if known is not None and known.state is AlertState.FIRING and alert.state is AlertState.PENDING:
             return  # firing does not go back to pending; it resolves
         if alert.state is AlertState.FIRING:
-            alert = self._enrich(replace(alert, ends_at=None))
+            alert = replace(alert, ends_at=None)
+            try:
+                alert = self._enrich(alert)
+            except Exception:  # context is a nicety: a page without it beats no page
+                log.exception("could not add context to alert", fingerprint=fp)
         self.alerts[fp] = alert
         self._state.save_alert(alert)
         if alert.state is AlertState.FIRING:
@@ -109,20 +115,33 @@ class AlertLifecycle:
 
     def expire(self, now: float) -> None:
         """Resolve firing alerts (and drop pending ones) that detection stopped re-sending."""
-        for fp, alert in list(self.alerts.items()):
-            if alert.state is AlertState.RESOLVED or now - self._last_seen.get(fp, now) < self.resolve_timeout:
-                continue
-            if alert.state is AlertState.PENDING:
-                self._forget(fp)
-            else:
-                self._resolve(alert, now, now)
+        stale = [
+            (fp, alert)
+            for fp, alert in self.alerts.items()
+            if alert.state is not AlertState.RESOLVED and now - self._last_seen.get(fp, now) >= self.resolve_timeout
+        ]
+        if not stale:
+            return
+        with self._state.transaction():
+            for fp, alert in stale:
+                if alert.state is AlertState.PENDING:
+                    self._forget(fp)
+                else:
+                    self._resolve(alert, now, now)
 
     def forget_flushed(self, fingerprints: Sequence[str]) -> None:
         """Drop resolved alerts whose resolve has been handed on, once no group holds them."""
-        for fp in fingerprints:
-            alert = self.alerts.get(fp)
-            if alert is not None and alert.state is AlertState.RESOLVED and not self._dispatcher.holds(fp):
-                self._forget(fp)
+        done = [
+            fp
+            for fp in fingerprints
+            if (a := self.alerts.get(fp)) is not None
+            and a.state is AlertState.RESOLVED
+            and not self._dispatcher.holds(fp)
+        ]
+        if done:
+            with self._state.transaction():
+                for fp in done:
+                    self._forget(fp)
 
     def _forget(self, fp: str) -> None:
         self.alerts.pop(fp, None)

@@ -104,3 +104,13 @@ def test_enricher_runs_once_when_the_alert_starts_firing(tmp_path: Path) -> None
     for now in range(3):
         lifecycle.push([alert(host="h")], now=now)
     assert len(calls) == 1
+
+
+def test_a_failing_enricher_does_not_lose_the_alert(tmp_path: Path) -> None:
+    def broken(a):  # type: ignore[no-untyped-def]
+        raise KeyError("store changed under us")
+
+    dispatcher = Dispatcher(Route("r", timing=Timing(0, 60, 3600)))
+    lifecycle = AlertLifecycle(AlertingState(tmp_path / "a.db"), dispatcher, enrich=broken)
+    lifecycle.push([alert(host="h")], now=0)
+    assert len(dispatcher.tick(0)) == 1
