@@ -281,7 +281,7 @@ class RemoteWriter:
         self._queue: deque[PendingFrame] = deque()
         self._pending = 0
         self._inflight = 0
-        self._tables: dict[tuple[str, str, int], SeriesTable] = {}
+        self._tables: dict[tuple[object, ...], SeriesTable] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -305,8 +305,8 @@ class RemoteWriter:
         return None
 
     def _table(self, record: HostRecord) -> SeriesTable:
-        # One table per (host, boot, layout): a reconnect with new GPUs gets new labels.
-        key = (record.host_id, record.boot_id, id(record.gpus))
+        # One table per host, boot, layout and GPU set: a GPU swapped under the same boot gets new labels.
+        key = (record.host_id, record.boot_id, record.layout, tuple(g.uuid for g in record.gpus))
         table = self._tables.get(key)
         if table is None:
             if len(self._tables) > 4 * 65536:  # bounded: forget tables of streams long gone

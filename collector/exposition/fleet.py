@@ -29,6 +29,8 @@ __all__ = ["FORMATS", "FleetExposition", "escape"]
 FORMATS = ("gpulse", "dcgm")
 MAX_XID = 999  # NVIDIA's catalogue ends in the 150s; anything past this is not a real code
 
+Blocks = list[str | list[str]]  # a family's text, or its pieces still to be joined
+
 _HEALTH_CODES = np.array(sorted(HEALTH_NAMES), dtype=np.int64)
 _GPU_STATE_FAMILIES = (
     ("gpulse_gpu_lost", "gauge", "1 once the agent reported the GPU lost (fallen off the bus)."),
@@ -147,15 +149,23 @@ class FleetExposition:
         n_rows = len(store.gpu_meta)
         host_slot = store.gpu_host_slot[:n_rows]
         rows = np.flatnonzero((host_slot >= 0) & fresh[np.maximum(host_slot, 0)])
-        blocks: list[str] = []
+        blocks: Blocks = []
         if "gpulse" in self.formats:
             self._render_hosts(blocks, present, fresh)
             self._render_gpus(blocks, rows)
         if "dcgm" in self.formats:
             self._render_dcgm(blocks, rows)
-        return "\n".join(blocks) + "\n" if blocks else ""
+        # One join over every piece: a large fleet's text is copied once, not once per family.
+        pieces: list[str] = []
+        for item in blocks:
+            if isinstance(item, str):
+                pieces.append(item)
+            else:
+                pieces.extend(item)
+            pieces.append("\n")
+        return "".join(pieces)
 
-    def _render_hosts(self, blocks: list[str], present: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -> None:
+    def _render_hosts(self, blocks: Blocks, present: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -> None:
         store = self.store
         table = self._hosts.table
         all_slots = np.flatnonzero(present)
@@ -193,7 +203,7 @@ class FleetExposition:
             )
         return "\n".join(lines)
 
-    def _render_gpus(self, blocks: list[str], rows: npt.NDArray[np.int64]) -> None:
+    def _render_gpus(self, blocks: Blocks, rows: npt.NDArray[np.int64]) -> None:
         store = self.store
         table = self._gpus.table
         blocks.append(self._gpu_info(rows))
@@ -258,7 +268,7 @@ class FleetExposition:
             lines.append(f'gpulse_gpu_xid_errors_total{{{labels[row]},xid="{code}"}} {count}')
         return "\n".join(lines)
 
-    def _render_dcgm(self, blocks: list[str], rows: npt.NDArray[np.int64]) -> None:
+    def _render_dcgm(self, blocks: Blocks, rows: npt.NDArray[np.int64]) -> None:
         values = self.store.gpu_values[rows][:, self._dcgm_columns] * self._dcgm_scales
         values[:, self._dcgm_whole] = np.floor(values[:, self._dcgm_whole])
         self._render_matrix(blocks, self._dcgm_heads, self._dcgm.table[: len(DCGM_FAMILIES)], rows, values)
@@ -275,7 +285,7 @@ class FleetExposition:
 
     @staticmethod
     def _render_matrix(
-        blocks: list[str],
+        blocks: Blocks,
         heads: list[str],
         table: npt.NDArray[np.object_],
         rows: npt.NDArray[np.int64],
@@ -289,7 +299,11 @@ class FleetExposition:
         ends = np.cumsum(keep.sum(axis=1)).tolist()
         start = 0
         for head, end in zip(heads, ends, strict=True):
-            blocks.append(block(head, prefixes[start:end], texts[start:end]))
+            family: list[str] = [""] * (2 * (end - start) + 1)
+            family[0] = head
+            family[1::2] = prefixes[start:end]
+            family[2::2] = texts[start:end]
+            blocks.append(family)
             start = end
 
 

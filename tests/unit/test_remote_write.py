@@ -255,3 +255,20 @@ def test_hand_written_protobuf_decodes_to_exactly_the_frames(frames: list[tuple[
         for s in series.samples
     ]
     assert got == expected and count == len(expected)
+
+
+def test_a_gpu_swapped_under_the_same_boot_is_sent_with_its_new_uuid() -> None:
+    store = FleetStore()
+    writer = writer_for("http://127.0.0.1:9/api/v1/write", store)
+    apply(store, writer, host(store), T0, 40.0)
+    hello = pb.Hello(
+        host_id="node-a",
+        boot_id="b1",
+        gpus=[pb.GpuInventory(index=0, uuid="GPU-new", name="NVIDIA H100"), pb.GpuInventory(index=1, uuid="GPU-x")],
+        host_field_ids=[LOAD1],
+        gpu_field_ids=[TEMP, UTIL],
+    )
+    apply(store, writer, store.register(hello, FrameLayout.from_hello(hello)), T0 + 10**9, 50.0)
+    body, _ = encode_write_request(list(writer._queue))
+    uuids = [{lab.name: lab.value for lab in ts.labels}.get("uuid") for ts in decode_write_request(body).timeseries]
+    assert "GPU-node-a-0" in uuids and "GPU-new" in uuids
