@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,8 +44,14 @@ class RevocationList:
         ca_path: Path,
         *,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        check_every: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
+        # is_revoked runs for every agent message: look at the file at most this often.
+        self.check_every = check_every
+        self.monotonic = monotonic
+        self._checked = monotonic()
         self.ca_path = ca_path
         self.now = now
         self.serials: frozenset[int] = frozenset()
@@ -83,7 +90,9 @@ class RevocationList:
         return True
 
     def is_revoked(self, serial: int) -> bool:
-        self.refresh()
+        if self.monotonic() - self._checked >= self.check_every:
+            self._checked = self.monotonic()
+            self.refresh()
         if self.next_update is not None and self.now() > self.next_update and not self._warned_stale:
             # Still enforced: an old list is better than none. Re-sign it with `gpulse pki revoke --refresh`.
             self._warned_stale = True

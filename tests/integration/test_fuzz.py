@@ -57,8 +57,24 @@ hostile_hellos = st.one_of(
         ),
     ),
 )
-# Each stream: raw bytes (anything, including corrupt protobuf), or a hello followed by hostile records.
+# Each stream: raw bytes (anything, including corrupt protobuf), a valid stream with bytes flipped,
+# or a hello followed by hostile records.
 raw_stream = st.lists(st.binary(max_size=512), min_size=1, max_size=4)
+
+
+def _flip(payload: bytes, flips: list[tuple[int, int]]) -> bytes:
+    data = bytearray(payload)
+    for position, value in flips:
+        data[position % len(data)] = value
+    return bytes(data)
+
+
+_valid = [streams.hello(HOST).SerializeToString(), streams.frame_message(1).SerializeToString()]
+mutated_stream = st.builds(
+    lambda hello_flips, frame_flips: [_flip(_valid[0], hello_flips), _flip(_valid[1], frame_flips)],
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+)
 record_stream = st.builds(
     lambda h, rest: [h.SerializeToString(), *(m.SerializeToString() for m in rest)],
     hostile_hellos,
@@ -96,8 +112,8 @@ def throw(collector: Collector, kit: Pki, payloads: list[bytes]) -> None:
             assert exc.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), exc.details()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payloads=st.one_of(raw_stream, record_stream))
+@settings(max_examples=90, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.one_of(raw_stream, mutated_stream, record_stream))
 def test_hostile_streams_do_not_crash_or_disturb(arena: tuple[Collector, Service, Pki], payloads: list[bytes]) -> None:
     collector, _, kit = arena
     throw(collector, kit, payloads)

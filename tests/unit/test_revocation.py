@@ -51,12 +51,16 @@ def test_a_crl_from_another_ca_is_refused(ca: Path, tmp_path_factory: pytest.Tem
 
 def test_list_follows_the_file_and_keeps_the_last_good_one(ca: Path) -> None:
     crl, _ = pki.revoke(ca, serial=7)
-    revocation = RevocationList(crl, ca / pki.CA_CERT)
+    clock = [0.0]
+    revocation = RevocationList(crl, ca / pki.CA_CERT, check_every=1.0, monotonic=lambda: clock[0])
     assert revocation.is_revoked(7) and not revocation.is_revoked(8)
     pki.revoke(ca, serial=8)
     os.utime(crl, (1, 1))  # same-second rewrites: make the change visible by mtime
+    assert not revocation.is_revoked(8), "the file is looked at once a second, not for every message"
+    clock[0] = 1.0
     assert revocation.is_revoked(8), "a rewritten CRL is picked up without a restart"
     crl.write_text("garbage")
+    clock[0] = 2.0
     assert revocation.is_revoked(7), "a broken CRL leaves the last good list in force"
 
 
