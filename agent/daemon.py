@@ -118,20 +118,10 @@ class Sampler:
         self.latest = (now, host_values, gpu_values)
         if self.gpu is not None:
             await self._follow_gpus(now, gpu_values)
+        # The spool itself leaves a drop notice in place of what it dropped, in the right boot's
+        # sequence, so the collector can count the hole and move past it; here we only count.
         for drop in self.spool.take_drops():
             self.stats.spool_dropped_records += drop.records
-            self.emit(
-                pb.Event(
-                    unix_ns=now,
-                    spool_drop=pb.SpoolDropEvent(
-                        first_seq=drop.first_seq,
-                        last_seq=drop.last_seq,
-                        records=drop.records,
-                        bytes=drop.bytes,
-                        reason=drop.reason,
-                    ),
-                )
-            )
         self.stats.ticks += 1
         self.wakeup.set()
 

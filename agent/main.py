@@ -20,7 +20,9 @@ from agent.sources.host import HostSource
 from agent.sources.sim import SimBackend
 from agent.sources.sim_faults import INBOX_DIR, FaultInbox
 from agent.spool.base import Spool
+from agent.spool.disk import DiskSpool, DiskSpoolConfig
 from agent.spool.memory import MemorySpool
+from agent.status import STATUS_FILE, publish_status
 from gpulse import logs
 from gpulse.runtime import Lifecycle
 from gpulse.tls import WatchedChannelCredentials, channel_credentials
@@ -57,6 +59,23 @@ def make_gpu_backend(config: AgentConfig) -> GpuBackend | None:
     raise BackendUnavailable(f"GPU source {config.gpu_source!r} is not available in this build")
 
 
+def make_spool(config: AgentConfig) -> Spool:
+    """The spool, picked once from config: on disk under the state dir unless memory is chosen."""
+    spool = config.spool
+    if spool.kind == "memory":
+        return MemorySpool(spool.max_records)
+    return DiskSpool(
+        config.state_dir / "spool",
+        DiskSpoolConfig(
+            max_bytes=spool.max_bytes,
+            max_age_seconds=spool.max_age,
+            fsync=spool.fsync,
+            fsync_interval_seconds=spool.fsync_interval,
+            segment_bytes=spool.segment_bytes,
+        ),
+    )
+
+
 def build_agent(
     config: AgentConfig,
     *,
@@ -65,7 +84,7 @@ def build_agent(
     credentials: Callable[[], grpc.ChannelCredentials] | None = None,
 ) -> tuple[Sampler, Shipper]:
     wakeup = asyncio.Event()
-    spool = spool or MemorySpool()
+    spool = spool or make_spool(config)
     sampler = Sampler(
         host_id=config.host_id,
         gpu=gpu if gpu is not None else make_gpu_backend(config),
@@ -103,7 +122,12 @@ async def run(
     if lifecycle is not None and reload_config is not None:
         lifecycle.on_reload(lambda: reload_agent(reload_config, shipper))
     try:
-        await run_agent(sampler, shipper, stop, lifecycle)
+        status = asyncio.create_task(publish_status(config.state_dir / STATUS_FILE, sampler, shipper))
+        try:
+            await run_agent(sampler, shipper, stop, lifecycle)
+        finally:
+            status.cancel()
+            await asyncio.gather(status, return_exceptions=True)
     finally:
         if stop_metrics is not None:
             stop_metrics()

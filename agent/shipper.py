@@ -190,6 +190,9 @@ class Shipper:
             resent = {r.seq for r in sent_events}
             sent = acked
             # An old epoch gets no more records; once all are acknowledged the spool forgets it.
+            if not current and boot_id not in self.spool.epochs():
+                await call.done_writing()  # the Welcome acknowledged all of it: the spool has let it go
+                return True
             final_seq = None if current else self.spool.last_seq(boot_id)
             while True:
                 if reader.done():

@@ -20,6 +20,7 @@ from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
 from collector.handshakes import StderrHandshakeWatcher
 from collector.http import build_app
+from collector.progress import ProgressBook, ProgressStore
 from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
 from collector.server import TelemetryService, add_telemetry_service
@@ -68,6 +69,8 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         metrics=metrics,
         collector_id=config.collector_id,
         limits=config.limits,
+        # Durable, so a collector killed and restarted neither applies a record twice nor loses one.
+        progress=ProgressBook(ProgressStore(config.state_dir / "ingest-progress.sqlite")),
         observers=[tallies, *([remote_writer] if remote_writer else [])],
         revocation=revocation,
     )

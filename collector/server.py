@@ -19,10 +19,10 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from collector.identity import IdentityError, PeerIdentity, peer_identity
+from collector.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ratelimit import TokenBucket
 from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
-from collector.sequence import SequenceTracker
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
@@ -97,6 +97,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         clock: Callable[[], int] = time.time_ns,
         revocation: RevocationList | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        progress: ProgressBook | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -104,7 +105,9 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.limits = limits or IngestLimits()
         self.observers = observers or []
         self.clock = clock
-        self._sequences: dict[tuple[str, str], SequenceTracker] = {}
+        # What each (host, boot) has had processed; acknowledgements never run ahead of what it has made durable.
+        self.progress = progress or ProgressBook(clock=clock)
+        metrics.registry.register(ProgressExposition(self.progress))
         self._active: dict[str, object] = {}  # host_id -> token of its newest stream
         self.revocation = revocation
         self.monotonic = monotonic
@@ -126,7 +129,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
     ) -> None:
         try:
-            record, tracker, identity = await self._open(request_iterator, context)
+            record, progress, identity = await self._open(request_iterator, context)
         except _Refused as refusal:
             self.metrics.streams_refused.labels(refusal.reason).inc()
             log.warning("stream refused", peer=context.peer(), reason=refusal.reason, error=str(refusal))
@@ -137,7 +140,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         record.connected = True
         self.metrics.connected_agents.inc()
         log.info("agent connected", host_id=record.host_id, boot_id=record.boot_id, peer=context.peer())
-        acker = asyncio.create_task(self._ack_loop(context, tracker))
+        acker = asyncio.create_task(self._ack_loop(context, progress))
         bucket = self._bucket(record.host_id)
         ended: _Refused | None = None
         try:
@@ -158,7 +161,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                         f"(burst {self.limits.records_burst:g}) from this host; slow down and retry",
                     )
                     break
-                self._process(record, tracker, message)
+                self._process(record, progress, message)
         except MessageTooLarge as exc:
             ended = self._refuse_midstream(
                 record.host_id, "message_too_large", grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
@@ -177,13 +180,14 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             log.info("agent disconnected", host_id=record.host_id)
         # The stream may already be gone; if so the next Welcome carries the same number.
         with contextlib.suppress(Exception):
-            await context.write(pb.CollectorMessage(ack=pb.Ack(seq=tracker.watermark)))
+            await self.progress.flush()
+            await context.write(pb.CollectorMessage(ack=pb.Ack(seq=progress.durable_watermark)))
         if ended is not None:
             await context.abort(ended.code, str(ended))
 
     async def _open(
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
-    ) -> tuple[HostRecord, SequenceTracker, PeerIdentity]:
+    ) -> tuple[HostRecord, StreamProgress, PeerIdentity]:
         revoked = self.revocation.is_revoked if self.revocation is not None else None
         try:
             identity = peer_identity(context.auth_context(), revoked=revoked, now=self.clock() / 1e9)
@@ -237,51 +241,94 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         else:
             record = self.store.register(hello, layout)
         record.clock_skew_seconds = (hello.sent_unix_ns - self.clock()) / 1e9 if hello.sent_unix_ns else 0.0
-        tracker = self._tracker(hello.host_id, hello.boot_id)
+        progress = self._progress(hello.host_id, hello.boot_id)
+        if hello.resume_after_seq > progress.tracker.watermark:
+            # Another collector acknowledged these before the agent failed over here: they will not come.
+            progress.mark_elsewhere(hello.resume_after_seq)
+        await self.progress.flush()  # so the Welcome can name everything processed so far
         await context.write(
-            pb.CollectorMessage(welcome=pb.Welcome(collector_id=self.collector_id, processed_seq=tracker.watermark))
+            pb.CollectorMessage(
+                welcome=pb.Welcome(collector_id=self.collector_id, processed_seq=progress.durable_watermark)
+            )
         )
-        return record, tracker, identity
+        return record, progress, identity
 
-    def _tracker(self, host_id: str, boot_id: str) -> SequenceTracker:
-        key = (host_id, boot_id)
-        if key not in self._sequences:
-            boots = [k for k in self._sequences if k[0] == host_id]
+    def _progress(self, host_id: str, boot_id: str) -> StreamProgress:
+        if not self.progress.has(host_id, boot_id):
             # Forget the oldest boots of this host: an agent in a reboot loop must not grow memory.
+            boots = self.progress.boots(host_id)
             for old in boots[: max(0, len(boots) - self.limits.max_boots_per_host + 1)]:
-                del self._sequences[old]
-            self._sequences[key] = SequenceTracker()
-        return self._sequences[key]
+                self.progress.forget(host_id, old)
+        return self.progress.get(host_id, boot_id)
 
-    async def _ack_loop(self, context: grpc.aio.ServicerContext, tracker: SequenceTracker) -> None:
+    async def _ack_loop(self, context: grpc.aio.ServicerContext, progress: StreamProgress) -> None:
         last = -1
         while True:
             await asyncio.sleep(self.limits.ack_interval_seconds)
-            if tracker.watermark != last:
-                last = tracker.watermark
+            try:
+                await self.progress.flush()
+            except Exception as exc:  # a failing disk holds acknowledgements back; ingest goes on
+                log.error("cannot persist ingest progress; acknowledgements wait", error=str(exc))
+                continue
+            if progress.durable_watermark != last:
+                last = progress.durable_watermark
                 await context.write(pb.CollectorMessage(ack=pb.Ack(seq=last)))
 
-    def _process(self, record: HostRecord, tracker: SequenceTracker, message: pb.AgentMessage) -> None:
+    def _process(self, record: HostRecord, progress: StreamProgress, message: pb.AgentMessage) -> None:
         seq = message.seq
         if seq == 0:
             self.metrics.frames_rejected.labels("bad_seq").inc()
             log.warning("record without a sequence number refused", host_id=record.host_id)
             return
-        if tracker.seen(seq):
+        if _is_drop_notice(message):
+            self._apply_drop_notice(record, progress, message)
+            return
+        if progress.tracker.seen(seq):
             self.metrics.duplicates.inc()
+            progress.duplicates += 1
+            progress.dirty = True
             return
         kind = message.WhichOneof("body")
         if kind == "batch":
-            self._apply_batch(record, message.batch)
+            progress.applied_frames += self._apply_batch(record, message.batch)
+            progress.applied_records += 1
         elif kind == "event":
             self._apply_event(record, message.event)
+            progress.applied_records += 1
         else:
             self.metrics.frames_rejected.labels("unexpected_message").inc()
             log.warning("unexpected message refused", host_id=record.host_id, kind=kind, seq=seq)
         # Refused records count as processed too: resending them would only be refused again.
-        tracker.mark(seq)
+        progress.mark(seq)
 
-    def _apply_batch(self, record: HostRecord, batch: pb.Batch) -> None:
+    def _apply_drop_notice(self, record: HostRecord, progress: StreamProgress, message: pb.AgentMessage) -> None:
+        """The agent lost ``first..last`` unsent (budget or damage): those will never come, so mark them.
+
+        The notice takes the seq of the last record it covers, which may already have arrived; marking
+        is idempotent, and only the records not processed before are counted as dropped.
+        """
+        drop = message.event.spool_drop
+        newly = progress.mark_dropped(drop.first_seq, drop.last_seq)
+        if newly == 0:
+            self.metrics.duplicates.inc()
+            progress.duplicates += 1
+            return
+        log.warning(
+            "agent spool dropped data",
+            host_id=record.host_id,
+            boot_id=progress.boot_id,
+            first_seq=drop.first_seq,
+            last_seq=drop.last_seq,
+            records=newly,
+            reason=drop.reason,
+        )
+        self.metrics.events.labels("spool_drop").inc()
+        for observer in self.observers:
+            observer.event_applied(record, message.event)
+
+    def _apply_batch(self, record: HostRecord, batch: pb.Batch) -> int:
+        """Apply the frames that pass the checks; returns how many did."""
+        applied = 0
         now = self.clock()
         for frame in batch.frames:
             try:
@@ -300,8 +347,10 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 self.metrics.values_rejected.labels("non_finite").inc(decoded.non_finite)
             self.store.apply_frame(record, decoded)
             self.metrics.frames_applied.inc()
+            applied += 1
             for observer in self.observers:
                 observer.frame_applied(record, decoded.unix_ns)
+        return applied
 
     def _apply_event(self, record: HostRecord, event: pb.Event) -> None:
         kind = event.WhichOneof("kind")
@@ -337,6 +386,14 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.metrics.events.labels(kind).inc()
         for observer in self.observers:
             observer.event_applied(record, event)
+
+
+def _is_drop_notice(message: pb.AgentMessage) -> bool:
+    """A spool drop notice covering a range that ends at its own seq (the spools write them so)."""
+    if not message.HasField("event") or not message.event.HasField("spool_drop"):
+        return False
+    drop = message.event.spool_drop
+    return 0 < drop.first_seq <= drop.last_seq == message.seq
 
 
 def _event_gpu(event: pb.Event) -> int | None:
