@@ -61,6 +61,7 @@ class Alert:
     ends_at: float | None = None  # set once resolved
     active_at: float | None = None  # when it became pending
     generator_url: str = ""
+    _fingerprint: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key in ("alertname", "severity"):
@@ -69,6 +70,7 @@ class Alert:
         Severity.parse(self.labels["severity"])
         object.__setattr__(self, "labels", _freeze(self.labels))
         object.__setattr__(self, "annotations", _freeze(self.annotations))
+        object.__setattr__(self, "_fingerprint", fingerprint(self.labels))  # asked for often; labels never change
 
     @property
     def name(self) -> str:
@@ -80,7 +82,7 @@ class Alert:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.labels)
+        return self._fingerprint
 
     def resolved(self, at: float) -> Alert:
         return Alert(

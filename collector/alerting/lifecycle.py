@@ -46,6 +46,7 @@ class AlertLifecycle:
         self._enrich = enrich or _no_enrichment
         self._on_reject = on_reject
         self.alerts: dict[str, Alert] = {}
+        self.generation = 0  # bumps on every change of an alert's state, so readers can cache
         self._last_seen: dict[str, float] = {}
 
     def restore(self, now: float) -> None:
@@ -53,6 +54,7 @@ class AlertLifecycle:
         for alert in self._state.load_alerts():
             fp = alert.fingerprint
             self.alerts[fp] = alert
+            self.generation += 1
             self._last_seen[fp] = now  # detection gets a full resolve_timeout to re-send it
             if alert.state is not AlertState.PENDING:
                 self._dispatcher.insert(alert, now)
@@ -101,6 +103,7 @@ class AlertLifecycle:
             except Exception:  # context is a nicety: a page without it beats no page
                 log.exception("could not add context to alert", fingerprint=fp)
         self.alerts[fp] = alert
+        self.generation += 1
         self._state.save_alert(alert)
         if alert.state is AlertState.FIRING:
             log.info("alert firing", alertname=alert.name, fingerprint=fp, labels=dict(alert.labels))
@@ -109,6 +112,7 @@ class AlertLifecycle:
     def _resolve(self, alert: Alert, ends_at: float, now: float) -> None:
         resolved = alert.resolved(ends_at)
         self.alerts[alert.fingerprint] = resolved
+        self.generation += 1
         self._state.save_alert(resolved)
         log.info("alert resolved", alertname=alert.name, fingerprint=alert.fingerprint)
         self._dispatcher.insert(resolved, now)
@@ -145,6 +149,7 @@ class AlertLifecycle:
 
     def _forget(self, fp: str) -> None:
         self.alerts.pop(fp, None)
+        self.generation += 1
         self._last_seen.pop(fp, None)
         self._state.delete_alert(fp)
 

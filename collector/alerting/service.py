@@ -61,7 +61,7 @@ class AlertingService:
             enrich=StoreContext(store, config.dashboard_url) if store is not None else None,
         )
         self.silencer = Silencer(self.state, clock)
-        self.inhibitor = Inhibitor(config.inhibit_rules, self.lifecycle.firing)
+        self.inhibitor = Inhibitor(config.inhibit_rules, self.lifecycle.firing, lambda: self.lifecycle.generation)
         self.muters: dict[str, Muter] = {"inhibition": self.inhibitor, "silence": self.silencer}
         self._retry = retry
         self._given_receivers = receivers
@@ -101,9 +101,12 @@ class AlertingService:
         """One turn: resolve what went quiet, flush due groups into the outbox, deliver what is due."""
         assert self.notifier is not None and self.deliverer is not None, "start() first"
         self.lifecycle.expire(now)
-        for flush in self.dispatcher.tick(now):
-            self.notifier.process(flush, now)
-            self.lifecycle.forget_flushed([a.fingerprint for a in flush.alerts])
+        flushes = self.dispatcher.tick(now)
+        if flushes:
+            with self.state.transaction():  # a storm of groups is one disk sync, not one per group
+                for flush in flushes:
+                    self.notifier.process(flush, now)
+                    self.lifecycle.forget_flushed([a.fingerprint for a in flush.alerts])
         await self.deliverer.deliver_due(now)
 
     async def _run(self) -> None:

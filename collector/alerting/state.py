@@ -90,7 +90,13 @@ class AlertingState:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes so they land together or not at all (an outbox row and its nflog entry)."""
+        """Group writes so they land together or not at all (an outbox row and its nflog entry).
+
+        Nested use joins the outer transaction.
+        """
+        if self._db.in_transaction:
+            yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield

@@ -29,3 +29,15 @@ def test_gpu_lost_inhibits_that_gpus_other_alerts() -> None:
 
 def test_nothing_firing_inhibits_nothing() -> None:
     assert not inhibitor([]).mutes(alert(host="h1", gpu="0").labels)
+
+
+def test_index_follows_the_generation() -> None:
+    firing: list[Alert] = []
+    generation = [0]
+    inh = Inhibitor(DEFAULT_RULES, lambda: firing, lambda: generation[0])
+    target = alert(name="GpuHot", host="h1", gpu="0").labels
+    assert not inh.mutes(target)
+    firing.append(alert(name="HostDown", severity="critical", host="h1"))
+    assert not inh.mutes(target)  # same generation: the cached index still holds
+    generation[0] += 1
+    assert inh.mutes(target)
