@@ -84,14 +84,17 @@ class Shipper:
         self.spool.ack(boot_id, seq)
 
     def _resume_after(self, boot_id: str) -> int:
-        """Everything of the boot below the first record still spooled was acknowledged by some collector."""
+        """How far a collector has acknowledged this boot: what this run was told, or, after a restart,
+        everything below the first record still spooled (the spool deletes only what was acknowledged)."""
+        told = self.acked_seq.get(boot_id, 0)
         held = self.spool.read(boot_id, 0, 1)
         if not held:
-            return self.spool.last_seq(boot_id)
+            return max(told, self.spool.last_seq(boot_id))
         first = held[0]
         if first.HasField("event") and first.event.HasField("spool_drop"):
-            return max(0, first.event.spool_drop.first_seq - 1)  # a drop notice stands for its whole range
-        return first.seq - 1
+            # A drop notice stands for its whole range.
+            return max(told, first.event.spool_drop.first_seq - 1)
+        return max(told, first.seq - 1)
 
     def drained(self) -> bool:
         """True when the collector has acknowledged every record in the spool."""

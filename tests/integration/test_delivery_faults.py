@@ -203,3 +203,29 @@ def test_spool_budget_runs_out_during_a_partition(tmp: Path, test_pki: Pki, serv
     text = collector.metrics()
     assert metric_value(text, "gpulse_collector_host_records_dropped_by_agent_total", host=HOST) == boot.dropped
     assert metric_value(text, "gpulse_collector_events_total", kind="spool_drop") >= 1
+
+
+def test_failover_between_collectors_loses_nothing(tmp: Path, test_pki: Pki, services: list[Service]) -> None:
+    cert, key = test_pki.collector()  # both answer to the name the agent expects
+    first = start_collector(tmp, test_pki, name="collector-a", tls={"cert": cert, "key": key})
+    second = start_collector(tmp, test_pki, name="collector-b", tls={"cert": cert, "key": key})
+    services += [first, second]
+    agent = start_agent(tmp, test_pki, HOST, [first.target, second.target], interval=0.05)
+    services.append(agent)
+    by_target = {first.target: first, second.target: second}
+    status = wait_for(lambda: (s := agent_status(agent_dir(tmp)))["shipper"]["connected_to"] and s)
+    was, now = by_target[status["shipper"]["connected_to"]], None
+    dirs = {first.name: tmp / "collector-a-state", second.name: tmp / "collector-b-state"}
+    wait_for(lambda: sum(p.watermark for p in collector_progress(dirs[was.name], HOST).values()) > 20)
+    was.kill()
+    now = second if was is first else first
+    final = drain_and_stop(agent, agent_dir(tmp), dirs[now.name], HOST)
+    before = collector_progress(dirs[was.name], HOST)[final["boot_id"]]
+    after = collector_progress(dirs[now.name], HOST)
+    check_accounting(after, {final["boot_id"]: final["records_produced"]})
+    boot = after[final["boot_id"]]
+    assert boot.watermark == final["records_produced"]
+    # The second collector did not wait for what the first had acknowledged: it was marked elsewhere.
+    assert 0 < boot.elsewhere <= before.watermark
+    # Applied by both only what the first processed but the agent had not yet let go of.
+    assert before.watermark - boot.elsewhere <= 512
