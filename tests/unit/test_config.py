@@ -89,3 +89,41 @@ def test_agent_command_exits_non_zero_naming_the_problem(tmp_path: Path, capsys:
     assert main(["agent", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "interval" in err and "must be greater than 0" in err
+
+
+def test_spool_section_defaults_to_disk_with_at_most_a_second_at_risk(tmp_path: Path) -> None:
+    config = agent_config.load(write(tmp_path, AGENT))
+    assert config.spool.kind == "disk" and config.spool.fsync == "interval" and config.spool.fsync_interval == 1.0
+    text = AGENT + '[spool]\nkind = "memory"\nmax_records = 100\n'
+    assert agent_config.load(write(tmp_path, text)).spool.max_records == 100
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "problem"),
+    [
+        ('fsync = "sometimes"', "spool.fsync", "must be one of always, interval, never"),
+        ("max_bytes = 10", "spool.max_bytes", "at least 65536"),
+        ("max_age = -1", "spool.max_age", "0 (no limit) or more"),
+        ("fsync_interval = 0", "spool.fsync_interval", "greater than 0"),
+        ("segment_size = 1", "spool.segment_size", "unknown key"),
+    ],
+)
+def test_bad_spool_settings_are_refused(tmp_path: Path, section: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        agent_config.load(write(tmp_path, AGENT + f"[spool]\n{section}\n"))
+    assert caught.value.key == key and problem in caught.value.problem
+
+
+def test_the_agent_spools_on_disk_under_its_state_dir_unless_memory_is_chosen(tmp_path: Path) -> None:
+    from agent.main import make_spool
+    from agent.spool.disk import DiskSpool
+    from agent.spool.memory import MemorySpool
+
+    text = AGENT.replace('host_id = "node-1"\n', f'host_id = "node-1"\nstate_dir = "{tmp_path / "state"}"\n')
+    disk = make_spool(agent_config.load(write(tmp_path, text)))
+    try:
+        assert isinstance(disk, DiskSpool) and disk.directory == tmp_path / "state" / "spool"
+    finally:
+        disk.close()
+    memory = make_spool(agent_config.load(write(tmp_path, text + '[spool]\nkind = "memory"\n')))
+    assert isinstance(memory, MemorySpool)
