@@ -295,7 +295,9 @@ class FleetExposition:
         by_family = np.ascontiguousarray(values.T)
         keep = ~np.isnan(by_family)
         texts = format_values(by_family[keep])
-        prefixes = table[:, rows][keep].tolist()
+        # Usually every row is fresh: a slice is a view, where a gather would copy the whole table.
+        contiguous = len(rows) > 0 and int(rows[-1]) == len(rows) - 1
+        prefixes = (table[:, : len(rows)] if contiguous else table[:, rows])[keep].tolist()
         ends = np.cumsum(keep.sum(axis=1)).tolist()
         start = 0
         for head, end in zip(heads, ends, strict=True):
