@@ -191,6 +191,7 @@ class DiskSpool:
         *,
         clock: Callable[[], int] = time.time_ns,
         on_written: Callable[[], None] | None = None,
+        sync: Callable[[int], None] = os.fsync,
     ) -> None:
         self.directory = directory
         self.config = config or DiskSpoolConfig()
@@ -200,6 +201,7 @@ class DiskSpool:
         self.segment_bytes = max(4096, min(self.config.segment_bytes, self.config.max_bytes // 8))
         self.clock = clock
         self.on_written = on_written
+        self.sync = sync  # the only call that waits for the device; made only by the writer thread
         self.stats = SpoolStats()
         self.recovered: list[RecoveredEpoch] = []
         self._lock = threading.Lock()
@@ -616,7 +618,7 @@ class DiskSpool:
                     for path in list(dirty):
                         fd = fds.get(path)
                         if fd is not None:
-                            os.fsync(fd)
+                            self.sync(fd)
                     for d in dirs:
                         _fsync_dir(d)
                     dirs = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +290,25 @@ def test_fsync_policy_never_does_not_sync(tmp_path: Path, spools: list) -> None:
 def test_an_unknown_fsync_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fsync policy"):
         DiskSpool(tmp_path, DiskSpoolConfig(fsync="sometimes"))
+
+
+def test_append_never_waits_for_the_disk(tmp_path: Path, spools: list) -> None:
+    """A device that stalls (fsync hangs) holds back durability, never the sampler or the shipper."""
+    release = threading.Event()
+    stalled = threading.Event()
+
+    def stuck_fsync(fd: int) -> None:
+        stalled.set()
+        release.wait(10)
+
+    spool = DiskSpool(tmp_path, DiskSpoolConfig(fsync="always"), sync=stuck_fsync)
+    spools.append(spool)
+    spool.open_epoch(hello("boot-a"))
+    spool.append(batch(0.0))
+    assert stalled.wait(5)  # the writer thread is now stuck in the device
+    for i in range(1, 500):
+        spool.append(batch(float(i)))  # returns at once: nothing here touches the disk
+    assert [m.seq for m in spool.read("boot-a", 0, 1000)] == list(range(1, 501))
+    assert not spool.flush(timeout=0.2)  # not yet durable
+    release.set()
+    assert spool.flush(timeout=10)
