@@ -40,11 +40,15 @@ def test_backfilled_samples_keep_their_timestamps(
     collector = Collector(
         "collector", config, tmp / "collector.log", ["collector"], grpc_port=grpc_port, http_port=http_port
     )
+    # First partition: agent to collector. The agent samples and spools while no collector is up.
+    agent = start_agent(tmp, test_pki, "node-rw", [collector.target])
+    services.append(agent)
+    time.sleep(2.0)
+    collector_started_ms = time.time() * 1000
     services.append(collector.start())
     collector.wait_ready()
-    services.append(start_agent(tmp, test_pki, "node-rw", [collector.target]))
 
-    # The receiver is down: frames queue, the writer retries.
+    # Second partition: collector to receiver. Prometheus is down: frames queue, the writer retries.
     def queued_while_down() -> bool:
         text = collector.metrics()
         errors = metric_value(text, "gpulse_remote_write_requests_total", status="error") or 0
@@ -81,9 +85,11 @@ def test_backfilled_samples_keep_their_timestamps(
     wait_for(newest_frame_stored, 30, interval=0.5, what="the newest frame's own timestamp in Prometheus")
     window = prometheus.query('gpulse_host_uptime_seconds{host="node-rw"}[10m]')[0]["values"]
     stamps = [float(t) * 1000 for t, _ in window]
-    # Samples sent while Prometheus was down kept their times: they predate the receiver's start.
+    # Samples that waited out either partition kept their agent times: the oldest predate even
+    # the collector's start, and everything queued predates the receiver's.
+    assert stamps[0] < collector_started_ms - 1000, (stamps[0], collector_started_ms)
     assert stamps[0] < receiver_started_ms - 500, (stamps[0], receiver_started_ms)
-    # One sample per agent tick (0.5 s), in order, no duplicates and no gap from the outage.
+    # One sample per agent tick (0.5 s), in order, no duplicates and no gap from either outage.
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps and all(300 <= g <= 1500 for g in gaps), gaps
     text = collector.metrics()
