@@ -215,6 +215,7 @@ class DiskSpool:
         self._notices: list[tuple[Path, bytes]] = []
         self._closing = False
         self._closed = False
+        self._partial = {}
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -562,6 +563,7 @@ class DiskSpool:
 
     _writer_busy = False
     _flush_requested = False
+    _partial: dict[Path, int]
 
     def _write_loop(self) -> None:
         fds: dict[Path, int] = {}
@@ -670,10 +672,17 @@ class DiskSpool:
         if fd is None:
             fd = fds[seg.path] = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         blob = b"".join(data for _, data in items)
-        view = memoryview(blob)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        # A write that failed part-way (ENOSPC) is resumed where it stopped, so no record is written twice.
+        done = self._partial.pop(seg.path, 0)
+        view = memoryview(blob)[done:]
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+                done += n
+        except OSError:
+            self._partial[seg.path] = done
+            raise
         return len(items)
 
     def _append_file(self, path: Path, data: bytes) -> None:
@@ -681,6 +690,10 @@ class DiskSpool:
             return  # the epoch is gone: its notices went with it
         with path.open("ab") as fh:
             fh.write(data)
+            fh.flush()
+            # Always synced, whatever the policy: a notice must be on disk before the segment it
+            # replaces is deleted, or a crash in between would turn a counted drop into a silent one.
+            self.sync(fh.fileno())
 
 
 def _framed_notice(notice: pb.AgentMessage) -> bytes:
