@@ -19,7 +19,7 @@ import re
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -270,6 +270,7 @@ class RemoteWriter:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         catalog: FieldCatalog = CATALOG,
     ) -> None:
         self.config = config
@@ -277,6 +278,7 @@ class RemoteWriter:
         self.metrics = RemoteWriteMetrics(registry)
         self.clock = clock
         self.rng = rng or random.Random()
+        self.sleep = sleep
         self.catalog = catalog
         self._queue: deque[PendingFrame] = deque()
         self._pending = 0
@@ -399,7 +401,7 @@ class RemoteWriter:
                 if self._stopping:
                     # Shutting down: give the batch back, keep trying until the grace period ends.
                     self._requeue(batch)
-                    await asyncio.sleep(self.config.min_backoff)
+                    await self.sleep(self.config.min_backoff)
                     return
                 delay = backoff_delay(attempt, self.config.min_backoff, self.config.max_backoff, self.rng)
                 if exc.retry_after is not None:
@@ -409,7 +411,7 @@ class RemoteWriter:
                 )
                 self.metrics.retries.inc()
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 continue
             self.metrics.samples_sent.inc(samples)
             self.metrics.last_success.set(self.clock())

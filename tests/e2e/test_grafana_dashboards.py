@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.prometheus_kit import Prometheus, start_prometheus
 from tests.kit import Collector, Pki, Service, collector_config, start_agent, wait_for
@@ -102,6 +103,21 @@ def test_dashboards_cover_the_views_the_issue_asks_for() -> None:
     }
     fleet = json.loads((GRAFANA / "dashboards" / "gpulse-fleet.json").read_text())
     assert any(p["type"] == "status-history" and "health" in p["title"].lower() for p in fleet["panels"])
+
+
+def test_provisioning_points_at_a_prometheus_and_dashboards_use_the_datasource_variable() -> None:
+    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "gpulse.yml").read_text())
+    assert [d["type"] for d in datasources["datasources"]] == ["prometheus"]
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "gpulse.yml").read_text())
+    assert providers["providers"][0]["type"] == "file" and providers["providers"][0]["options"]["path"]
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        assert board["uid"] == path.stem  # stable links between dashboards and from alerts
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == "${datasource}", (path.name, panel["title"])
+            assert panel["targets"], (path.name, panel["title"])
 
 
 def test_every_panel_returns_data_from_a_real_prometheus(

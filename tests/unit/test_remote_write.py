@@ -20,6 +20,7 @@ from collector.exporters.remote_write import (
     RemoteWriteConfig,
     RemoteWriter,
     SeriesTable,
+    backoff_delay,
     classify,
     decode_write_request,
     encode_write_request,
@@ -272,3 +273,36 @@ def test_a_gpu_swapped_under_the_same_boot_is_sent_with_its_new_uuid() -> None:
     body, _ = encode_write_request(list(writer._queue))
     uuids = [{lab.name: lab.value for lab in ts.labels}.get("uuid") for ts in decode_write_request(body).timeseries]
     assert "GPU-node-a-0" in uuids and "GPU-new" in uuids
+
+
+def test_backoff_grows_from_the_minimum_and_stays_under_the_cap() -> None:
+    rng = random.Random(7)
+    for attempt in range(12):
+        ceiling = min(30.0, 0.1 * 2.0**attempt)
+        delays = [backoff_delay(attempt, 0.1, 30.0, rng) for _ in range(50)]
+        assert all(0.1 <= d <= ceiling for d in delays)
+    assert max(backoff_delay(10, 0.1, 30.0, rng) for _ in range(50)) > 5  # it really does back off
+
+
+async def test_retry_after_is_honoured_on_429() -> None:
+    receiver = await Receiver([429, 503], retry_after="7").start()
+    store = FleetStore()
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    writer = RemoteWriter(
+        RemoteWriteConfig(url=receiver.url, flush_interval=0.05, min_backoff=0.01, max_backoff=10.0),
+        store,
+        CollectorRegistry(),
+        rng=random.Random(1),
+        sleep=sleep,
+    )
+    writer.start()
+    apply(store, writer, host(store), T0, 40.0)
+    await until(lambda: len(receiver.requests) == 3)
+    await writer.shutdown()
+    await receiver.stop()
+    assert delays[0] == 7  # Retry-After, within max_backoff
+    assert 0.01 <= delays[1] <= 0.02  # then plain backoff, attempt 1
