@@ -52,7 +52,9 @@ def test_rules_cover_the_default_rule_pack() -> None:
         "GpuVolatileDbe", "GpuRowRemapFailure", "GpuRowRemapPending", "GpuRetiredPagesPending", "GpuRetiredPagesHigh",
         "GpuThermalViolationGrowing", "GpuPowerViolationGrowing", "GpuNvlinkCrcErrors", "GpuNvlinkReplayErrors",
         "GpuNvlinkRecoveryErrors", "GpuNvlinkDown", "GpuPcieReplayRate", "GpuPcieLinkDowngraded", "HostDown",
-        "HostClockSkew", "AgentSpoolDropping",
+        "HostClockSkew", "AgentSpoolDropping", "GpuMetricsAbsent", "GpuCorrectableEccStorm",
+        "GpuHardwareThermalSlowdown", "GpuTemperatureHigh", "GpuPowerBrake", "GpuHardwareSlowdown", "GpuStraggler",
+        "GpuHungBusyAtLowPower",
     }  # fmt: skip
     assert expected <= names
     pack = tomllib.loads((DEPLOY.parents[1] / "collector" / "detect" / "rules" / "default.toml").read_text())
@@ -69,6 +71,9 @@ def test_rules_cover_the_default_rule_pack() -> None:
 
 def test_every_gpulse_metric_the_rules_name_is_exposed() -> None:
     exposed = exposed_metric_names() | {f.name for f in DCGM_FAMILIES}
+    # The detector's scores are registered by the detection service; read their names from its source.
+    detection = (DEPLOY.parents[1] / "collector" / "detect" / "exposition.py").read_text()
+    exposed |= set(re.findall(r'"(gpulse_detect_[a-z_]+)"', detection))
     for path in ("recording.rules.yml", "alerting.rules.yml"):
         text = (DEPLOY / path).read_text()
         text = re.sub(r"\b[a-z]+:[a-z0-9_]+:[a-z0-9_]+", "", text)  # recording rule names, not metrics
