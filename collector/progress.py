@@ -42,7 +42,19 @@ class StreamProgress:
     elsewhere_records: int = 0  # acknowledged by another collector before the agent failed over here
     durable_watermark: int = 0
     updated_ns: int = 0
-    dirty: bool = False
+    # Keys of changed entries, shared with the book, so a flush finds them without scanning the fleet.
+    changed: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    @property
+    def dirty(self) -> bool:
+        return (self.host_id, self.boot_id) in self.changed
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        if value:
+            self.changed.add((self.host_id, self.boot_id))
+        else:
+            self.changed.discard((self.host_id, self.boot_id))
 
     def mark(self, seq: int) -> None:
         self.tracker.mark(seq)
@@ -147,9 +159,11 @@ class ProgressBook:
         self.flushes = 0
         self._entries: dict[tuple[str, str], StreamProgress] = {}
         self._forgotten: list[tuple[str, str]] = []
+        self._changed: set[tuple[str, str]] = set()
         self._flush_lock = asyncio.Lock()
         if store is not None:
             for entry in store.load(clock()):
+                entry.changed = self._changed
                 self._entries[(entry.host_id, entry.boot_id)] = entry
             if self._entries:
                 log.info("ingest progress restored", streams=len(self._entries), path=str(store.path))
@@ -158,7 +172,8 @@ class ProgressBook:
         key = (host_id, boot_id)
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = StreamProgress(host_id, boot_id, updated_ns=self.clock())
+            entry = StreamProgress(host_id, boot_id, updated_ns=self.clock(), changed=self._changed)
+            self._entries[key] = entry
         return entry
 
     def has(self, host_id: str, boot_id: str) -> bool:
@@ -174,6 +189,7 @@ class ProgressBook:
         entry = self._entries.pop((host_id, boot_id), None)
         if entry is None:
             return
+        self._changed.discard((host_id, boot_id))
         self._forgotten.append((host_id, boot_id))
         heir = next((e for e in self._entries.values() if e.host_id == host_id), None)
         if heir is None:
@@ -192,13 +208,13 @@ class ProgressBook:
         """Make every change so far durable, then let streams acknowledge up to it."""
         async with self._flush_lock:
             now = self.clock()
-            dirty = [e for e in self._entries.values() if e.dirty]
+            dirty = [self._entries[k] for k in self._changed if k in self._entries]
+            self._changed.clear()
             forgotten, self._forgotten = self._forgotten, []
             if not dirty and not forgotten:
                 return
             snapshots = []
             for e in dirty:
-                e.dirty = False
                 e.updated_ns = now
                 snapshots.append(
                     _Snapshot(

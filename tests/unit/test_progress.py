@@ -94,3 +94,16 @@ def test_per_host_counters_are_exposed_by_host() -> None:
     text = generate_latest(registry).decode()
     assert metric_value(text, "gpulse_collector_host_frames_applied_total", host="node-1") == 7
     assert metric_value(text, "gpulse_collector_host_records_dropped_by_agent_total", host="node-2") == 2
+
+
+async def test_a_flush_with_nothing_changed_writes_nothing(tmp_path: Path) -> None:
+    book = ProgressBook(ProgressStore(tmp_path / "p.sqlite"), clock=clock)
+    for host in range(100):
+        book.get(f"node-{host}", "boot").mark(1)
+    await book.flush()
+    assert book.flushes == 1
+    await book.flush()  # every stream calls this a few times a second: idle calls cost nothing
+    assert book.flushes == 1
+    book.get("node-7", "boot").mark(2)
+    await book.flush()
+    assert book.flushes == 2
