@@ -45,7 +45,7 @@ def smi_line(index: int, gpu: FakeGpu, **override: str) -> str:
 
 
 def read(fake: FakeNvml):  # type: ignore[no-untyped-def]
-    b = NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20)
+    b = NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20, budget_s=5.0)
     inv = b.open()
     sample = b.sample(time.time_ns())
     b.close()
@@ -115,11 +115,17 @@ def test_run_smoke_prints_both_and_exits_by_the_comparison(tmp_path: Path) -> No
     fake = FakeNvml()
     lines: list[str] = []
     good = fake_smi(tmp_path, "\n".join(smi_line(i, g) for i, g in enumerate(fake.gpus)))
-    assert run_smoke(NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20), nvidia_smi=good, out=lines.append) == 0
+    assert (
+        run_smoke(NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20, budget_s=5.0), nvidia_smi=good, out=lines.append)
+        == 0
+    )
     text = "\n".join(lines)
     assert "GPU 0: NVIDIA H100 80GB HBM3 GPU-fake-0" in text and "checks agree" in text
     fake2 = FakeNvml()
     bad = fake_smi(tmp_path, "\n".join(smi_line(i, g, **{"temperature.gpu": "99"}) for i, g in enumerate(fake2.gpus)))
     lines.clear()
-    assert run_smoke(NvmlBackend(fake2, kmsg_path=None, xid_wait_ms=20), nvidia_smi=bad, out=lines.append) == 1
+    assert (
+        run_smoke(NvmlBackend(fake2, kmsg_path=None, xid_wait_ms=20, budget_s=5.0), nvidia_smi=bad, out=lines.append)
+        == 1
+    )
     assert "MISMATCH" in "\n".join(lines)

@@ -25,6 +25,7 @@ def col(name: str) -> int:
 def backend(fake: FakeNvml, **kwargs: object) -> NvmlBackend:
     kwargs.setdefault("kmsg_path", None)
     kwargs.setdefault("xid_wait_ms", 20)
+    kwargs.setdefault("budget_s", 5.0)  # generous on a loaded test machine; budget tests set their own
     b = NvmlBackend(fake, **kwargs)  # type: ignore[arg-type]
     b.open()
     return b
@@ -39,7 +40,7 @@ def fake() -> FakeNvml:
 
 def test_inventory_reads_identity_limits_modes_and_links(fake: FakeNvml) -> None:
     fake.gpus[1].mig = 1
-    b = NvmlBackend(fake, kmsg_path=None)
+    b = NvmlBackend(fake, kmsg_path=None, budget_s=5.0)
     inv = b.open()
     assert [g.uuid for g in inv] == ["GPU-a", "GPU-b"]
     g = inv[0]
@@ -92,7 +93,7 @@ def test_one_field_values_call_per_gpu_per_tick(fake: FakeNvml) -> None:
 
 def test_not_supported_is_absent_recorded_once_and_never_zero(fake: FakeNvml) -> None:
     fake.gpus[0].unsupported_fields.add(pynvml.NVML_FI_DEV_MEMORY_TEMP)
-    b = NvmlBackend(fake, kmsg_path=None)
+    b = NvmlBackend(fake, kmsg_path=None, budget_s=5.0)
     inv = b.open()
     unsupported = {CATALOG[f].name for f in inv[0].unsupported_field_ids}
     assert unsupported == {"fan_speed", "memory_temperature"}

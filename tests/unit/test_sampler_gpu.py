@@ -40,7 +40,7 @@ def event_kinds(spool: MemorySpool, boot_id: str) -> list[str]:
 async def test_an_xid_is_spooled_at_once_without_waiting_for_a_tick(tmp_path: Path) -> None:
     fake = FakeNvml()
     spool = MemorySpool()
-    s = sampler(NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20), spool, tmp_path)
+    s = sampler(NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20, budget_s=5.0), spool, tmp_path)
     s.start()
     fake.raise_xid(1, 79)
     s.wakeup.clear()
@@ -63,7 +63,7 @@ async def test_a_tick_sends_workloads_for_gpus_with_processes(tmp_path: Path) ->
     (pid_dir / "cgroup").write_text("0::/system.slice/slurmstepd.scope/job_777/step_0/user/task_0\n")
     (pid_dir / "comm").write_text("python3\n")
     spool = MemorySpool()
-    s = sampler(NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20), spool, tmp_path)
+    s = sampler(NvmlBackend(fake, kmsg_path=None, xid_wait_ms=20, budget_s=5.0), spool, tmp_path)
     s.start()
     await s.tick()
     messages = spool.read(s.boot_id, 0, 10_000, events_only=True)
