@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.alerting.alert import Alert, AlertState
 from collector.alerting.config import AlertingConfig
+from collector.alerting.matchers import parse_all
 from collector.alerting.outbox import RetryPolicy
 from collector.alerting.receivers import PagerDutyConfig
 from collector.alerting.routing import Route, Timing
@@ -146,3 +147,38 @@ def test_backoff_grows_and_is_capped() -> None:
     delays = [policy.delay(n, rng) for n in range(1, 8)]
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4
     assert all(d <= 12 for d in delays) and delays[-1] >= 8
+
+
+async def test_routes_pick_routing_keys_and_each_key_has_its_own_budget(
+    tmp_path: Path, pagerduty: FakePagerDuty, clock: Clock
+) -> None:
+    infra, ml = "i" * 32, "m" * 32
+    config = AlertingConfig(
+        receivers=(
+            PagerDutyConfig("pd-infra", routing_key=infra, url=pagerduty.url),
+            PagerDutyConfig("pd-ml", routing_key=ml, url=pagerduty.url),
+        ),
+        route=Route(
+            "pd-infra",
+            group_by=("alertname", "host", "gpu"),
+            timing=Timing(0, 1, 3600),
+            routes=(Route("pd-ml", parse_all(["team=ml"]), ("alertname", "host", "gpu"), Timing(0, 1, 3600)),),
+        ),
+    )
+    svc = AlertingService(config, tmp_path, CollectorRegistry(), clock=clock)
+    await svc.start(background=False)
+    try:
+        infra_alerts = [gpu_alert(host=f"infra-{i}") for i in range(130)]
+        ml_alerts = [
+            Alert({**gpu_alert(host=f"ml-{i}").labels, "team": "ml"}, AlertState.FIRING, 1.7e9) for i in range(130)
+        ]
+        svc.push(infra_alerts + ml_alerts, clock())
+        await advance(svc, 3)
+        keys = [e["routing_key"] for e in pagerduty.triggers()]
+        assert keys.count(infra) == 120 and keys.count(ml) == 120
+        by_key = {e["dedup_key"]: e["routing_key"] for e in pagerduty.triggers()}
+        assert {by_key[a.fingerprint] for a in ml_alerts if a.fingerprint in by_key} == {ml}
+        await advance(svc, 62)
+        assert len(pagerduty.triggers()) == 260 and pagerduty.rate_violations == 0
+    finally:
+        await svc.shutdown()
