@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from collector.exposition.text import header
+from collector.exposition.text import format_value, header
 from protos import telemetry_pb2 as pb
 
 __all__ = ["NVLINK_FAMILIES", "nvlink_block"]
@@ -39,7 +39,8 @@ def nvlink_block(
             for link in links[row]:
                 value = float(getattr(link, attr))
                 if not math.isnan(value):
-                    lines.append(f'{name}{{{labels[row]},link="{link.link}"}} {value:g}')
+                    # Exact: '%g' keeps six digits, and a counter that stops moving looks reset-free but wrong.
+                    lines.append(f'{name}{{{labels[row]},link="{link.link}"}} {format_value(value)}')
         if lines:
             out.append("\n".join([header(name, kind, help_text), *lines]))
     return "\n".join(out)

@@ -7,10 +7,12 @@ values are formatted per scrape, in bulk, with the cheapest exact formatting for
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_LABEL_VALUE", "ObjectArray", "block", "escape", "format_values", "header"]
+__all__ = ["MAX_LABEL_VALUE", "ObjectArray", "block", "escape", "format_value", "format_values", "header"]
 
 ObjectArray = npt.NDArray[np.object_]
 
@@ -60,6 +62,13 @@ def format_values(values: npt.NDArray[np.float64]) -> list[str]:
         texts[~small] = list(map(int.__repr__, ints[~small].tolist()))
         out[whole] = texts
     return list(out.tolist())
+
+
+def format_value(value: float) -> str:
+    """One value, formatted exactly as :func:`format_values` would (for the few series not in bulk)."""
+    if math.isfinite(value) and value.is_integer() and abs(value) < _EXACT_INT_LIMIT:
+        return int.__repr__(int(value))
+    return float.__repr__(value) if math.isfinite(value) else _special_text(value)
 
 
 def _special_text(value: float) -> str:

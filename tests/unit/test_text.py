@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.exposition.text import block, escape, format_values, header
+from collector.exposition.text import block, escape, format_value, format_values, header
 
 
 def test_whole_numbers_print_as_integers_and_fractions_round_trip() -> None:
@@ -31,3 +31,17 @@ def test_block_joins_header_prefixes_and_values() -> None:
 
 def test_escape_label_value() -> None:
     assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_single_values_format_like_the_bulk_path() -> None:
+    values = [0.0, 3.0, 12345678.0, 2.0**60, 0.1, -2.5, float("inf"), float("-inf")]
+    assert [format_value(v) for v in values] == format_values(np.array(values))
+
+
+def test_per_link_nvlink_counters_keep_every_digit() -> None:
+    from collector.exposition.nvlink import nvlink_block
+    from protos import telemetry_pb2 as pb
+
+    links = {0: [pb.NvlinkLink(link=2, up=True, crc_errors=12345678, replay_errors=0, recovery_errors=0)]}
+    text = nvlink_block(links, np.array([0]), ['host="h",gpu="0"'])
+    assert 'gpulse_gpu_nvlink_link_crc_errors_total{host="h",gpu="0",link="2"} 12345678\n' in text + "\n"
