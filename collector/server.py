@@ -18,6 +18,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from collector.acks import AckSlot, AckTicker
 from collector.identity import IdentityError, PeerIdentity, peer_identity
 from collector.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ratelimit import TokenBucket
@@ -108,6 +109,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         # What each (host, boot) has had processed; acknowledgements never run ahead of what it has made durable.
         self.progress = progress or ProgressBook(clock=clock)
         metrics.registry.register(ProgressExposition(self.progress))
+        self._acks = AckTicker(self.progress.flush, lambda: self.limits.ack_interval_seconds)
         self._active: dict[str, object] = {}  # host_id -> token of its newest stream
         self.revocation = revocation
         self.monotonic = monotonic
@@ -140,7 +142,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         record.connected = True
         self.metrics.connected_agents.inc()
         log.info("agent connected", host_id=record.host_id, boot_id=record.boot_id, peer=context.peer())
-        acker = asyncio.create_task(self._ack_loop(context, progress))
+        ack_slot = self._acks.open(progress)
+        acker = asyncio.create_task(self._ack_loop(context, ack_slot))
         bucket = self._bucket(record.host_id)
         ended: _Refused | None = None
         try:
@@ -172,6 +175,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             )
         finally:
             acker.cancel()
+            self._acks.close(ack_slot)
             await asyncio.gather(acker, return_exceptions=True)
             self.metrics.connected_agents.dec()
             if self._active.get(record.host_id) is token:
@@ -261,18 +265,13 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 self.progress.forget(host_id, old)
         return self.progress.get(host_id, boot_id)
 
-    async def _ack_loop(self, context: grpc.aio.ServicerContext, progress: StreamProgress) -> None:
-        last = -1
+    async def _ack_loop(self, context: grpc.aio.ServicerContext, slot: AckSlot) -> None:
+        # The shared ticker flushes and wakes this stream only when its durable watermark moved.
         while True:
-            await asyncio.sleep(self.limits.ack_interval_seconds)
-            try:
-                await self.progress.flush()
-            except Exception as exc:  # a failing disk holds acknowledgements back; ingest goes on
-                log.error("cannot persist ingest progress; acknowledgements wait", error=str(exc))
-                continue
-            if progress.durable_watermark != last:
-                last = progress.durable_watermark
-                await context.write(pb.CollectorMessage(ack=pb.Ack(seq=last)))
+            await slot.due.wait()
+            watermark = slot.take()
+            if watermark is not None:
+                await context.write(pb.CollectorMessage(ack=pb.Ack(seq=watermark)))
 
     def _process(self, record: HostRecord, progress: StreamProgress, message: pb.AgentMessage) -> None:
         seq = message.seq

@@ -1,0 +1,443 @@
+"""Collector ingest capacity: thousands of simulated agents against one collector, and against a null sink.
+
+Each simulated host is its own mTLS gRPC stream with its own client certificate (issued from a
+throwaway CA with collector.pki), sending the real Hello and one Frame per second of 8 GPUs x every
+catalog GPU field plus the host fields, phase-spread over the second as a real fleet is. Many
+streams share a few client processes. The server runs in its own process, as one of:
+
+- ``collector``: the real ingest path (TelemetryService: identity check, sequence tracking, decode,
+  checks, scatter into the FleetStore, acks), with an observer at the point where detection hangs
+  off it that records ingest latency: the time from the frame's timestamp (taken by the sender just
+  before it writes) to the frame being applied;
+- ``sink``: the same grpc.aio server, credentials, message and ack cadence with no processing: it
+  counts messages and acknowledges the last sequence it saw.
+
+For each fleet size the run reports the frames applied per second against those offered, p50/p99
+ingest latency, and the server's CPU seconds per 1,000 frames (from /proc): the sink's CPU per frame
+over ours is the share of the transport's capacity we keep. The largest size at which the collector
+applies at least 99% of what is offered with p99 under 1 s is its sustained capacity.
+
+    .venv/bin/python -m bench.loadgen [--hosts 500,1000,2000] [--seconds 10] [--clients 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+GPUS = 8
+
+
+# -- the server process ------------------------------------------------------------------------------
+class LatencyObserver:
+    """Records, for every applied frame, how long after its timestamp it was applied."""
+
+    def __init__(self) -> None:
+        self.latencies_ns: list[int] = []
+
+    def frame_applied(self, record: object, unix_ns: int) -> None:
+        self.latencies_ns.append(time.time_ns() - unix_ns)
+
+    def event_applied(self, record: object, event: object) -> None:
+        pass
+
+
+async def serve(mode: str, port: int, pki_dir: Path) -> None:
+    import grpc
+
+    from collector.selfmetrics import CollectorMetrics
+    from collector.server import TelemetryService
+    from collector.store import FleetStore
+    from gpulse.tls import TlsFiles, server_credentials
+    from gpulse.transport import server_options
+    from protos import telemetry_pb2 as pb
+    from protos import telemetry_pb2_grpc as pb_grpc
+
+    control = take_stdout()
+    observer = LatencyObserver()
+    service: pb_grpc.TelemetryServicer
+    if mode == "collector":
+        service = TelemetryService(
+            store=FleetStore(host_capacity=4096, gpu_capacity=4096 * GPUS),
+            metrics=CollectorMetrics(),
+            collector_id="bench",
+            observers=[observer],
+        )
+    else:
+        service = NullSink(observer, pb)
+    server = grpc.aio.server(options=server_options())
+    pb_grpc.add_TelemetryServicer_to_server(service, server)
+    tls = TlsFiles(pki_dir / "ca.pem", pki_dir / "collectors/collector.pem", pki_dir / "collectors/collector-key.pem")
+    server.add_secure_port(f"127.0.0.1:{port}", server_credentials(tls))
+    await server.start()
+    await control_loop(control, lambda: {"latencies_ns": observer.latencies_ns}, observer.latencies_ns.clear)
+
+
+class NullSink:
+    """The same stream, message and ack machinery as the collector, and nothing else: the transport's cost."""
+
+    def __init__(self, observer: LatencyObserver, pb: object) -> None:
+        from collector.acks import AckTicker
+
+        self.observer = observer
+        self.pb = pb
+        self.acks = AckTicker(self._nothing_to_flush, lambda: 0.1)
+
+    async def _nothing_to_flush(self) -> None:
+        pass
+
+    async def Stream(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        pb = self.pb
+        await anext(aiter(request_iterator))
+        await context.write(pb.CollectorMessage(welcome=pb.Welcome(collector_id="sink")))  # type: ignore[attr-defined]
+        seen = _Seen()
+        slot = self.acks.open(seen)
+
+        async def ack() -> None:
+            while True:
+                await slot.due.wait()
+                if (watermark := slot.take()) is not None:
+                    await context.write(pb.CollectorMessage(ack=pb.Ack(seq=watermark)))  # type: ignore[attr-defined]
+
+        acker = asyncio.create_task(ack())
+        record = self.observer.frame_applied
+        try:
+            async for message in request_iterator:
+                seen.durable_watermark = message.seq
+                record(None, message.batch.frames[0].unix_ns)  # the latency clock, as for the collector
+        finally:
+            acker.cancel()
+            self.acks.close(slot)
+
+
+class _Seen:
+    durable_watermark = 0
+
+
+def take_stdout() -> TextIO:
+    """Keep stdout for the driver's answers; logs and anything else printed go to stderr."""
+    from gpulse import logs
+
+    control = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    logs.configure("warning", stream=sys.stderr)
+    return control
+
+
+async def control_loop(control: TextIO, report: object, reset: object) -> None:
+    """Answer 'report' and 'reset' lines on stdin with one JSON line, until stdin closes."""
+    loop = asyncio.get_running_loop()
+    while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        if line == "reset":
+            reset()  # type: ignore[operator]
+            print(json.dumps({"ok": True}), file=control, flush=True)
+        elif line == "report":
+            print(json.dumps(report()), file=control, flush=True)  # type: ignore[operator]
+
+
+# -- the client processes ----------------------------------------------------------------------------
+def hello_for(host_id: str) -> object:
+    from protos import telemetry_pb2 as pb
+    from protos.codec import PROTOCOL_VERSION
+    from protos.fields import CATALOG
+
+    gpus = [
+        pb.GpuInventory(index=i, uuid=f"GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f'{host_id}/{i}')}", name="NVIDIA H100")
+        for i in range(GPUS)
+    ]
+    return pb.Hello(
+        host_id=host_id,
+        boot_id=str(uuid.uuid4()),
+        agent_version="loadgen",
+        protocol_version=PROTOCOL_VERSION,
+        sent_unix_ns=time.time_ns(),
+        interval_seconds=1.0,
+        host=pb.HostInventory(hostname=host_id, gpu_source="sim"),
+        gpus=gpus,
+        host_field_ids=CATALOG.host_ids,
+        gpu_field_ids=CATALOG.gpu_ids,
+    )
+
+
+async def agents(first: int, count: int, total: int, target: str, pki_dir: Path, interval: float) -> None:
+    import grpc
+    import numpy as np
+
+    from gpulse.transport import channel_options
+    from protos import telemetry_pb2 as pb
+    from protos import telemetry_pb2_grpc as pb_grpc
+    from protos.fields import CATALOG
+
+    control = take_stdout()
+    width = len(CATALOG.host_ids) + GPUS * len(CATALOG.gpu_ids)
+    values = np.random.default_rng(first).uniform(0, 100, width).tolist()
+    ca = (pki_dir / "ca.pem").read_bytes()
+    stats = {"sent": 0, "late_ns": 0, "streams": 0, "errors": 0, "connect_retries": 0}
+    handshakes = asyncio.Semaphore(32)
+    connected = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 1.0  # the earliest first tick
+
+    async def host(i: int) -> None:
+        host_id = f"load-{i:05d}"
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca,
+            private_key=(pki_dir / f"agents/{host_id}-key.pem").read_bytes(),
+            certificate_chain=(pki_dir / f"agents/{host_id}.pem").read_bytes(),
+        )
+        async with grpc.aio.secure_channel(target, creds, options=channel_options("collector")) as channel:
+            # A fleet does not all connect in the same millisecond; neither do we, or the handshake
+            # storm rather than ingest is what gets measured.
+            for attempt in range(6):
+                async with handshakes:
+                    try:
+                        call = pb_grpc.TelemetryStub(channel).Stream()
+                        await call.write(pb.AgentMessage(hello=hello_for(host_id)))
+                        if await call.read() is not grpc.aio.EOF:
+                            break
+                    except grpc.aio.AioRpcError:
+                        if attempt == 5:
+                            raise
+                stats["connect_retries"] += 1
+                await asyncio.sleep(0.2 * 2**attempt)
+            stats["streams"] += 1
+            if stats["streams"] + stats["errors"] == count:
+                connected.set()
+
+            async def drain_acks() -> None:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+
+            reader = asyncio.create_task(drain_acks())
+            message = pb.AgentMessage(batch=pb.Batch(frames=[pb.Frame(values=values)]))
+            frame = message.batch.frames[0]
+            due = max(start, loop.time()) + interval * (i % total) / total  # phase-spread over the interval
+            seq = 0
+            while True:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                stats["late_ns"] += int(max(0.0, loop.time() - due) * 1e9)
+                seq += 1
+                message.seq = seq
+                frame.unix_ns = time.time_ns()
+                await call.write(message)
+                stats["sent"] += 1
+                due += interval
+                if reader.done():
+                    reader.result()
+
+    async def guarded(i: int) -> None:
+        try:
+            await host(i)
+        except Exception as exc:  # one failed stream is reported, not fatal to the run
+            stats["errors"] += 1
+            if stats["streams"] + stats["errors"] == count:
+                connected.set()
+            if stats["errors"] <= 3:
+                when = "before" if not connected.is_set() else f"{loop.time() - start:.1f}s after"
+                print(f"stream load-{i:05d} failed {when} start: {exc!r}"[:300], file=sys.stderr, flush=True)
+
+    tasks = [asyncio.create_task(guarded(i)) for i in range(first, first + count)]
+    await connected.wait()
+    print(json.dumps({"ready": True}), file=control, flush=True)
+
+    def reset() -> None:
+        stats["sent"] = stats["late_ns"] = 0
+
+    await control_loop(control, lambda: dict(stats), reset)
+    for task in tasks:
+        task.cancel()
+
+
+# -- the driver --------------------------------------------------------------------------------------
+@dataclass
+class Proc:
+    process: subprocess.Popen[str]
+
+    def ask(self, line: str) -> dict[str, object]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"benchmark process exited ({self.process.poll()}) instead of answering {line!r}")
+        return json.loads(answer)  # type: ignore[no-any-return]
+
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        if not self.process.stdout.readline():
+            raise RuntimeError("client process exited before its streams were up")
+
+    def cpu_seconds(self) -> float:
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def spawn(*args: str) -> Proc:
+    cmd = [sys.executable, "-m", "bench.loadgen", *args]
+    return Proc(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+
+
+def issue_certs(pki_dir: Path, hosts: int) -> None:
+    from collector import pki
+
+    pki.init_ca(pki_dir, name="loadgen CA", days=1)
+    pki.issue(pki_dir, role="collector", name="collector", days=1)
+    for i in range(hosts):
+        pki.issue(pki_dir, role="agent", name=f"load-{i:05d}", days=1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def quantile_ms(latencies: list[int], q: float) -> float:
+    if not latencies:
+        return float("nan")
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+def run_step(mode: str, hosts: int, args: argparse.Namespace, pki_dir: Path) -> dict[str, float]:
+    port = free_port()
+    server = spawn("serve", "--mode", mode, "--port", str(port), "--pki", str(pki_dir))
+    clients: list[Proc] = []
+    try:
+        time.sleep(1.0)
+        share = -(-hosts // args.clients)
+        for first in range(0, hosts, share):
+            count = min(share, hosts - first)
+            clients.append(
+                spawn(
+                    "agents", "--first", str(first), "--count", str(count), "--total", str(hosts),
+                    "--target", f"127.0.0.1:{port}", "--pki", str(pki_dir), "--interval", str(args.interval),
+                )
+            )  # fmt: skip
+        for client in clients:
+            client.wait_ready()
+        time.sleep(args.warmup)
+        server.ask("reset")
+        for client in clients:
+            client.ask("reset")
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        time.sleep(args.seconds)
+        cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        sent = [client.ask("report") for client in clients]
+        latencies: list[int] = server.ask("report")["latencies_ns"]  # type: ignore[assignment]
+    finally:
+        for proc in (*clients, server):
+            proc.stop()
+    wall = t1 - t0
+    offered = sum(int(s["sent"]) for s in sent)  # type: ignore[call-overload]
+    applied = len(latencies)
+    return {
+        "hosts": hosts,
+        "offered_per_s": offered / wall,
+        "applied_per_s": applied / wall,
+        "p50_ms": quantile_ms(latencies, 0.5),
+        "p99_ms": quantile_ms(latencies, 0.99),
+        "server_cpu_share": (cpu1 - cpu0) / wall,
+        "cpu_ms_per_1k": (cpu1 - cpu0) / max(applied, 1) * 1e6,
+        "errors": sum(int(s["errors"]) for s in sent),  # type: ignore[call-overload]
+        "client_late_ms": sum(int(s["late_ns"]) for s in sent) / max(offered, 1) / 1e6,  # type: ignore[call-overload]
+    }
+
+
+def sustained(row: dict[str, float]) -> bool:
+    """Kept up: applied at least 99% of what was offered, at the 1 Hz rate asked, with p99 under 1 s."""
+    return (
+        row["applied_per_s"] >= 0.99 * row["offered_per_s"]
+        and row["offered_per_s"] >= 0.97 * row["hosts"]
+        and row["p99_ms"] < 1000.0
+        and row["errors"] == 0
+    )
+
+
+def drive(args: argparse.Namespace) -> None:
+    sizes = [int(h) for h in args.hosts.split(",")]
+    fields_per_gpu = None
+    with tempfile.TemporaryDirectory(prefix="gpulse-loadgen-") as tmp:
+        pki_dir = Path(tmp)
+        t = time.monotonic()
+        issue_certs(pki_dir, max(sizes))
+        print(f"issued {max(sizes)} agent certificates in {time.monotonic() - t:.1f}s", flush=True)
+        from protos.fields import CATALOG
+
+        fields_per_gpu = len(CATALOG.gpu_ids)
+        print(
+            f"each host: {GPUS} GPUs x {fields_per_gpu} fields + {len(CATALOG.host_ids)} host fields"
+            f" = {GPUS * fields_per_gpu + len(CATALOG.host_ids)} values per frame, every {args.interval:g}s;"
+            f" {args.clients} client processes, {args.seconds:g}s per step"
+        )
+        header = f"{'mode':9} {'hosts':>6} {'offered/s':>10} {'applied/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        print(header + f" {'srv CPU':>8} {'CPU ms/1k':>10} {'late ms':>8} {'errors':>6}  ok")
+        best = 0
+        for hosts in sizes:
+            rows = {}
+            for mode in args.modes.split(","):
+                row = rows[mode] = run_step(mode, hosts, args, pki_dir)
+                print(
+                    f"{mode:9} {hosts:6d} {row['offered_per_s']:10.0f} {row['applied_per_s']:10.0f}"
+                    f" {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['server_cpu_share'] * 100:7.0f}%"
+                    f" {row['cpu_ms_per_1k']:10.1f} {row['client_late_ms']:8.1f} {row['errors']:6.0f}"
+                    f"  {'yes' if sustained(row) else 'NO'}",
+                    flush=True,
+                )
+            if len(rows) == 2:
+                ratio = rows["sink"]["cpu_ms_per_1k"] / rows["collector"]["cpu_ms_per_1k"]
+                print(f"{'':9} {hosts:6d} capacity kept vs null sink (sink CPU per frame / ours): {ratio:.2f}")
+            if "collector" in rows and sustained(rows["collector"]):
+                best = hosts
+        print(f"largest fleet sustained with p99 < 1 s: {best} hosts x {GPUS} GPUs at {1 / args.interval:g} Hz")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    s = sub.add_parser("serve")
+    s.add_argument("--mode", choices=("collector", "sink"), required=True)
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--pki", type=Path, required=True)
+    a = sub.add_parser("agents")
+    a.add_argument("--first", type=int, required=True)
+    a.add_argument("--count", type=int, required=True)
+    a.add_argument("--total", type=int, required=True)
+    a.add_argument("--target", required=True)
+    a.add_argument("--pki", type=Path, required=True)
+    a.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--hosts", default="500,1000,2000", help="fleet sizes to try, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per step")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--clients", type=int, default=2, help="client processes the streams share")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--modes", default="sink,collector", help="servers to measure, in order")
+    args = parser.parse_args()
+    if args.command == "serve":
+        asyncio.run(serve(args.mode, args.port, args.pki))
+    elif args.command == "agents":
+        asyncio.run(agents(args.first, args.count, args.total, args.target, args.pki, args.interval))
+    else:
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()
