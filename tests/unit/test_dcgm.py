@@ -32,11 +32,10 @@ def render(formats: tuple[str, ...], xid: int = 0) -> str:
     h = pb.Hello(
         host_id="node-7",
         boot_id="b",
-        gpus=[pb.GpuInventory(index=3, uuid="GPU-abc", name="NVIDIA H100 80GB HBM3", pci_bus_id="00000000:1B:00.0")],
+        gpus=[pb.GpuInventory(index=0, uuid="GPU-abc", name="NVIDIA H100 80GB HBM3", pci_bus_id="00000000:1B:00.0")],
         host_field_ids=CATALOG.host_ids,
         gpu_field_ids=CATALOG.gpu_ids,
     )
-    h.gpus[0].index = 0  # layouts need indexes 0..n-1
     layout = FrameLayout.from_hello(h)
     record = store.register(h, layout)
     gpu = np.full((1, len(CATALOG.gpu_ids)), np.nan)
