@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.exposition.fleet import MAX_XID
 from collector.exposition.text import ObjectArray, escape
 from collector.store import FleetStore, HostRecord
 from gpulse.configfile import Section
@@ -284,6 +285,7 @@ class RemoteWriter:
         self._pending = 0
         self._inflight = 0
         self._tables: dict[tuple[object, ...], SeriesTable] = {}
+        self._event_tables: dict[tuple[tuple[str, str], ...], SeriesTable] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -304,7 +306,36 @@ class RemoteWriter:
         self._enqueue(PendingFrame(self._table(record), values, unix_ns // 1_000_000))
 
     def event_applied(self, record: HostRecord, event: pb.Event) -> None:
-        return None
+        """XIDs and lost GPUs live in events, not frames: send their series at the event's time."""
+        kind = event.WhichOneof("kind")
+        if kind not in ("xid", "gpu_lost"):
+            return
+        index = event.xid.gpu_index if kind == "xid" else event.gpu_lost.gpu_index
+        if index >= len(record.gpus):
+            return
+        gpu = record.gpus[index]
+        labels = [("host", record.host_id), ("gpu", str(gpu.index)), ("uuid", gpu.uuid), ("model", gpu.model)]
+        if kind == "xid":
+            code = event.xid.xid
+            # The same bound as /metrics: codes past MAX_XID share one series.
+            counts = self.store.xid_counts
+            if 0 <= code <= MAX_XID:
+                label, value = str(code), counts.get((gpu.row, code), 0)
+            else:
+                label = "other"
+                value = sum(n for (row, c), n in counts.items() if row == gpu.row and not 0 <= c <= MAX_XID)
+            labels += [("__name__", "gpulse_gpu_xid_errors_total"), ("xid", label)]
+        else:
+            labels.append(("__name__", "gpulse_gpu_lost"))
+            value = 1
+        key = _sorted((*labels, *self.config.external_labels.items()))
+        table = self._event_tables.get(key)
+        if table is None:
+            if len(self._event_tables) > 65536:
+                self._event_tables.clear()
+            table = self._event_tables[key] = SeriesTable((key,))
+        stamp_ms = (event.unix_ns or int(self.clock() * 1e9)) // 1_000_000
+        self._enqueue(PendingFrame(table, np.array([float(value)]), stamp_ms))
 
     def _table(self, record: HostRecord) -> SeriesTable:
         # One table per host, boot, layout and GPU set: a GPU swapped under the same boot gets new labels.

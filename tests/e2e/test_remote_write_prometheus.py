@@ -41,7 +41,8 @@ def test_backfilled_samples_keep_their_timestamps(
         "collector", config, tmp / "collector.log", ["collector"], grpc_port=grpc_port, http_port=http_port
     )
     # First partition: agent to collector. The agent samples and spools while no collector is up.
-    agent = start_agent(tmp, test_pki, "node-rw", [collector.target])
+    faults = [{"kind": "xid", "gpu": 1, "at": 0.5, "xid": 48}]
+    agent = start_agent(tmp, test_pki, "node-rw", [collector.target], sim={"count": 2, "faults": faults})
     services.append(agent)
     time.sleep(2.0)
     collector_started_ms = time.time() * 1000
@@ -92,5 +93,9 @@ def test_backfilled_samples_keep_their_timestamps(
     # One sample per agent tick (0.5 s), in order, no duplicates and no gap from either outage.
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps and all(300 <= g <= 1500 for g in gaps), gaps
+    # Events travel too: the XID injected during the first partition, at its agent time.
+    xid = prometheus.query('gpulse_gpu_xid_errors_total{host="node-rw", gpu="1", xid="48"}[10m]')
+    assert xid and float(xid[0]["values"][0][1]) >= 1, xid
+    assert float(xid[0]["values"][0][0]) * 1000 < collector_started_ms
     text = collector.metrics()
     assert metric_value(text, "gpulse_remote_write_samples_dropped_total", reason="rejected") in (None, 0)

@@ -306,3 +306,31 @@ async def test_retry_after_is_honoured_on_429() -> None:
     await receiver.stop()
     assert delays[0] == 7  # Retry-After, within max_backoff
     assert 0.01 <= delays[1] <= 0.02  # then plain backoff, attempt 1
+
+
+def test_xid_and_lost_events_are_sent_at_their_own_time_with_bounded_codes() -> None:
+    store = FleetStore()
+    writer = writer_for("http://127.0.0.1:9/api/v1/write", store, external_labels={"cluster": "c"})
+    record = host(store)
+    for code, at in ((79, T0), (79, T0 + 10**9), (123_456, T0 + 2 * 10**9)):
+        event = pb.Event(unix_ns=at, xid=pb.XidEvent(gpu_index=1, xid=code, count=1))
+        store.record_xid(record, 1, code, 1)  # what the server does before telling observers
+        writer.event_applied(record, event)
+    store.mark_lost(record, 0)
+    writer.event_applied(record, pb.Event(unix_ns=T0 + 3 * 10**9, gpu_lost=pb.GpuLostEvent(gpu_index=0)))
+    writer.event_applied(record, pb.Event(unix_ns=T0, xid=pb.XidEvent(gpu_index=9, xid=13)))  # no such GPU
+    body, count = encode_write_request(list(writer._queue))
+    got = [
+        ({lab.name: lab.value for lab in ts.labels}, s.timestamp, s.value)
+        for ts in decode_write_request(body).timeseries
+        for s in ts.samples
+    ]
+    assert count == 4
+    ms = T0 // 10**6
+    assert [(lab["__name__"], lab.get("xid"), t, v) for lab, t, v in got] == [
+        ("gpulse_gpu_xid_errors_total", "79", ms, 1),
+        ("gpulse_gpu_xid_errors_total", "79", ms + 1000, 2),
+        ("gpulse_gpu_xid_errors_total", "other", ms + 2000, 1),
+        ("gpulse_gpu_lost", None, ms + 3000, 1),
+    ]
+    assert all(lab["cluster"] == "c" and lab["host"] == "node-a" for lab, _, _ in got)
