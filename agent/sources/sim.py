@@ -51,6 +51,7 @@ class LoadPattern(enum.Enum):
     TRAINING = "training"
     INFERENCE = "inference"
     MIXED = "mixed"  # jobs start and stop: training stretches with idle gaps
+    BURSTY = "bursty"  # request-driven: utilization jumps to a new level every few tens of seconds
 
 
 class FaultKind(enum.Enum):
@@ -263,6 +264,11 @@ class SimBackend:
             return 0.35 if (cycle % 600.0) < 15.0 else 0.96
         if self.pattern is LoadPattern.INFERENCE:
             return 0.35 + 0.25 * math.sin(2 * math.pi * t / 300.0 + self._phase[i])
+        if self.pattern is LoadPattern.BURSTY:
+            # A pseudo-random level per 20-second slot, the same for the same seed, host and time.
+            slot = int((t + self._phase[i]) // 20.0)
+            level = ((slot * 2654435761 + i * 40503) % 1000) / 1000.0
+            return 0.0 if level < 0.15 else 0.1 + 0.9 * level
         # MIXED: a job runs for 25 minutes, then 5 idle minutes before the next one.
         return 0.95 if cycle < 1500.0 else 0.0
 

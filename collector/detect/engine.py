@@ -23,11 +23,12 @@ from collector.alerting.alert import Alert, AlertState
 from collector.alerting.sink import AlertSink
 from collector.detect import expr as ex
 from collector.detect.baseline import BaselineDetector
-from collector.detect.history import SignalHistory, forward_fill, increase
+from collector.detect.history import SignalHistory, forward_fill
 from collector.detect.peers import PeerDetector, load_band
 from collector.detect.rules import DEFAULT_RULES, Rule, RuleError, RuleSet, load_rules
 from collector.detect.signals import FleetSignals
 from collector.detect.templates import render
+from collector.detect.thermal import ThermalModelDetector
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 
@@ -101,6 +102,11 @@ class _Context:
         column = sig.gpu_index[signal] if on_gpu else sig.host_index[signal]
         rows = sig.gpu_rows if on_gpu else sig.host_slots
         current = (self.engine.gpu_now if on_gpu else self.engine.host_now)[:, column]
+        if function in ("increase", "rate"):
+            result = history.increase(column, self.now, seconds, current)
+            if function == "rate":
+                result = result / max(min(seconds, self.now - history.oldest()), 1e-9)
+            return result if on_gpu or self.scope == "host" else self._spread(result)
         got = history.window(column, self.now, seconds, rows, whole=function == "absent")
         if got is None:
             result = np.full(rows, np.nan) if function != "absent" else np.zeros(rows)
@@ -114,11 +120,6 @@ class _Context:
 
 
 def _window_function(function: str, times: Array, values: Array, current: Array, now: float, seconds: float) -> Array:
-    if function == "increase":
-        return increase(times, values, current)
-    if function == "rate":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return increase(times, values, current) / max(now - float(times[0]), 1e-9)
     if function == "delta":
         filled = forward_fill(np.concatenate([values, current[None, :]], axis=0))
         return filled[-1] - filled[0]
@@ -148,6 +149,7 @@ class DetectionEngine:
         clock: Callable[[], float] = time.time,
         peers: PeerDetector | None = None,
         baseline: BaselineDetector | None = None,
+        thermal: ThermalModelDetector | None = None,
         max_history_seconds: float = 3600.0,
         reload_check_interval: float = 5.0,
     ) -> None:
@@ -157,10 +159,11 @@ class DetectionEngine:
         self.clock = clock
         self.peers = peers or PeerDetector()
         self.baseline = baseline or BaselineDetector()
+        self.thermal = thermal or ThermalModelDetector()
         self.max_history_seconds = max_history_seconds
         self.reload_check_interval = reload_check_interval
         self._last_reload_check = -math.inf
-        self.signals = FleetSignals(store, (*self.peers.outputs, *self.baseline.outputs))
+        self.signals = FleetSignals(store, (*self.peers.outputs, *self.baseline.outputs, *self.thermal.outputs))
         self.stats = EngineStats()
         self.rule_paths = tuple(rule_paths)
         self.rules: RuleSet = RuleSet((), ())
@@ -321,6 +324,7 @@ class DetectionEngine:
         self.gpu_history.forget_rows(rows)
         self.host_history.forget_rows(slots)
         self.baseline.forget(rows)
+        self.thermal.forget(rows)
         self.signals.forget_xids(rows)
         n = self.signals.gpu_rows
         models = np.zeros(n, dtype=np.int64)
@@ -350,6 +354,8 @@ class DetectionEngine:
         read.update(scores)
         band = np.where(valid, load_band(read["utilization"]), -1)
         scores.update(self.baseline.score(read, band, now))
+        temperature = np.where(valid, read["temperature"], np.nan)
+        scores.update(self.thermal.score(temperature, read["power_usage"], now))
         for j, name in enumerate(sig.score_names):
             sig.scores[:n, j] = scores[name]
 

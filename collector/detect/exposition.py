@@ -86,6 +86,11 @@ class DetectionCollector(Collector):
                 "Distance of a GPU's signal from its own learned baseline, in robust sigmas.",
                 labels=["host", "gpu", "uuid", "signal"],
             ),
+            "thermal_score": GaugeMetricFamily(
+                "gpulse_detect_thermal_score",
+                "How much hotter a GPU runs than its learned thermal model expects for its power, in robust sigmas.",
+                labels=["host", "gpu", "uuid", "signal"],
+            ),
         }
         if rows:
             scores = sig.scores[:rows]
@@ -97,8 +102,10 @@ class DetectionCollector(Collector):
                 identity.append((record.host_id, str(meta.index), meta.uuid) if meta and record else None)
             for j, name in enumerate(sig.score_names):
                 kind, _, signal = name.partition("_score_")
-                if not signal:
-                    continue  # peer_deviation_* are inputs, not scores
+                if name == "thermal_score":
+                    kind, signal = "thermal", "temperature"
+                elif not signal:
+                    continue  # deviations and residuals are the scores' inputs
                 family = families[f"{kind}_score"]
                 column = scores[:, j]
                 for row in np.nonzero(np.isfinite(column))[0].tolist():

@@ -1,7 +1,9 @@
 """A ring of past evaluation snapshots for the signals that rules read over a window.
 
 Only the columns some rule needs a window of are kept, so a ten-minute window over a thousand
-GPUs stays a few tens of megabytes. Window functions are array arithmetic over the ring.
+GPUs stays a few tens of megabytes. Window functions are array arithmetic over the ring. Next to
+each raw snapshot the ring keeps a reset-corrected running total, so a counter's increase over
+any window is one subtraction per series however long the window is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ class SignalHistory:
         self._slot = {c: i for i, c in enumerate(self.columns)}
         self.depth = max(2, depth)
         self.values: Array = np.full((self.depth, max(rows, 1), len(self.columns)), np.nan)
+        self.totals: Array = np.full_like(self.values, np.nan)  # running increase, resets counted
+        self._last: Array = np.full((max(rows, 1), len(self.columns)), np.nan)  # last value read
+        self._total: Array = np.full_like(self._last, np.nan)
         self.times: Array = np.full(self.depth, np.nan)
         self.count = 0
         self.head = 0  # where the next snapshot goes
@@ -35,13 +40,21 @@ class SignalHistory:
         """Record the current values of the kept columns (matrix: rows x all columns of the scope)."""
         rows = matrix.shape[0]
         if rows > self.rows:
-            grown = np.full((self.depth, max(rows, 2 * self.rows), len(self.columns)), np.nan)
-            grown[:, : self.rows] = self.values
-            self.values = grown
+            size = max(rows, 2 * self.rows)
+            self.values = _grow(self.values, size, axis=1)
+            self.totals = _grow(self.totals, size, axis=1)
+            self._last = _grow(self._last, size, axis=0)
+            self._total = _grow(self._total, size, axis=0)
         snapshot = self.values[self.head]
         snapshot[:] = np.nan
+        totals = self.totals[self.head]
+        totals[:] = np.nan
         if self.columns:
-            snapshot[:rows] = matrix[:, self.columns]
+            raw = matrix[:, self.columns]
+            snapshot[:rows] = raw
+            self._total[:rows] = self.total_now(raw)
+            self._last[:rows] = np.where(np.isfinite(raw), raw, self._last[:rows])
+            totals[:rows] = self._total[:rows]
         self.times[self.head] = now
         self.head = (self.head + 1) % self.depth
         self.count = min(self.count + 1, self.depth)
@@ -50,9 +63,46 @@ class SignalHistory:
         """A row now belongs to another GPU or host: its past is not this one's."""
         rows = rows[rows < self.rows]
         self.values[:, rows] = np.nan
+        self.totals[:, rows] = np.nan
+        self._last[rows] = np.nan
+        self._total[rows] = np.nan
+
+    def total_now(self, raw: Array) -> Array:
+        """The running totals if ``raw`` (rows x kept columns) were read now: a drop is a counter reset."""
+        rows = raw.shape[0]
+        last, total = self._last[:rows], self._total[:rows]
+        with np.errstate(invalid="ignore"):
+            step = np.where(raw >= last, raw - last, raw)  # after a reset the counter restarted from 0
+        step = np.where(np.isfinite(raw) & np.isfinite(last), step, 0.0)
+        started = np.where(np.isnan(total) & np.isfinite(raw), 0.0, total)
+        return started + step
+
+    def increase(self, column: int, now: float, seconds: float, current: Array) -> Array:
+        """A counter's increase over the window up to ``current`` (one value per row), resets included.
+
+        A series younger than the window counts from its first reading; NaN until it has one.
+        """
+        rows = len(current)
+        kept = self._slot[column]
+        raw = np.full((rows, len(self.columns)), np.nan)
+        raw[:, kept] = current
+        now_total = self.total_now(raw)[:, kept]
+        if self.count == 0:
+            return np.where(np.isfinite(now_total), 0.0, np.nan)
+        order = self._ordered()
+        times = self.times[order]
+        first = max(int(np.searchsorted(times, now - seconds + 1e-9, side="right")) - 1, 0)
+        start = self.totals[order[first], :rows, kept]
+        if start.shape[0] < rows:
+            start = np.concatenate([start, np.full(rows - start.shape[0], np.nan)])
+        return now_total - np.where(np.isnan(start), 0.0, start)
 
     def _ordered(self) -> npt.NDArray[np.int64]:
         return (self.head - self.count + np.arange(self.count)) % self.depth
+
+    def oldest(self) -> float:
+        """Time of the oldest snapshot kept (inf when there is none)."""
+        return float(self.times[self._ordered()[0]]) if self.count else float("inf")
 
     def span(self) -> float:
         if self.count == 0:
@@ -84,22 +134,28 @@ class SignalHistory:
         return self.times[picked], values
 
 
-def increase(times: Array, values: Array, current: Array) -> Array:
-    """Counter increase over the snapshots and the current value, counting a drop as a reset."""
-    series = forward_fill(np.concatenate([values, current[None, :]], axis=0))
-    with np.errstate(invalid="ignore"):
-        diffs = np.diff(series, axis=0)
-        steps = np.where(diffs >= 0, diffs, series[1:])  # after a reset the counter restarted from 0
-    total = np.nansum(steps, axis=0)
-    known = np.isfinite(series).sum(axis=0) >= 2
-    return np.where(known, total, np.nan)
+def _grow(array: Array, size: int, axis: int) -> Array:
+    shape = list(array.shape)
+    shape[axis] = size
+    grown = np.full(shape, np.nan)
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(0, array.shape[axis])
+    grown[tuple(index)] = array
+    return grown
 
 
 def forward_fill(series: Array) -> Array:
     """Carry each column's last known value over NaN gaps (a missed read is not a reset)."""
-    known = np.isfinite(series)
-    index = np.where(known, np.arange(series.shape[0])[:, None], 0)
+    missing = np.isnan(series)
+    gappy = missing.any(axis=0) & ~missing.all(axis=0)  # all-NaN columns stay NaN as they are
+    if not gappy.any():
+        return series
+    sub = series[:, gappy]
+    known = ~missing[:, gappy]
+    index = np.where(known, np.arange(sub.shape[0])[:, None], 0)
     np.maximum.accumulate(index, axis=0, out=index)
-    filled = series[index, np.arange(series.shape[1])[None, :]]
+    filled = sub[index, np.arange(sub.shape[1])[None, :]]
     # Leading NaNs stay NaN: index 0 was picked for them, and row 0 may itself be NaN.
-    return np.where(np.maximum.accumulate(known, axis=0), filled, np.nan)
+    out = series.copy()
+    out[:, gappy] = np.where(np.maximum.accumulate(known, axis=0), filled, np.nan)
+    return out

@@ -2,20 +2,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from collector.detect.history import SignalHistory, forward_fill, increase
+from collector.detect.history import SignalHistory, forward_fill
+
+
+def _history(rows: list[list[float]]) -> SignalHistory:
+    history = SignalHistory([0], depth=10, rows=len(rows[0]))
+    for t, values in enumerate(rows):
+        history.push(float(t), np.array(values)[:, None])
+    return history
 
 
 def test_increase_counts_resets_and_bridges_missing_reads() -> None:
-    times = np.array([0.0, 1.0, 2.0, 3.0])
-    values = np.array([[10.0, 5.0], [12.0, np.nan], [3.0, np.nan], [5.0, 9.0]])
-    current = np.array([6.0, 9.0])
-    # column 0: +2, reset to 3 (counts 3), +2, +1 = 8; column 1: 5 -> 9 across the gap = 4
-    assert increase(times, values, current).tolist() == [8.0, 4.0]
+    history = _history([[10.0, 5.0], [12.0, np.nan], [3.0, np.nan], [5.0, 9.0]])
+    # column 0: +2, reset to 3 (counts 3), +2, then +1 now = 8; column 1: 5 -> 9 across the gap = 4
+    assert history.increase(0, now=4.0, seconds=10.0, current=np.array([6.0, 9.0])).tolist() == [8.0, 4.0]
+    # over the last 2s only: from the snapshot at t=2 (3.0) to 6.0
+    assert history.increase(0, now=4.0, seconds=2.0, current=np.array([6.0, 9.0]))[0] == 3.0
 
 
-def test_increase_needs_two_readings() -> None:
-    out = increase(np.array([0.0]), np.array([[np.nan]]), np.array([4.0]))
-    assert np.isnan(out[0])
+def test_increase_of_a_series_never_read_is_nan() -> None:
+    history = _history([[np.nan, 1.0]])
+    out = history.increase(0, now=1.0, seconds=5.0, current=np.array([np.nan, 2.0]))
+    assert np.isnan(out[0]) and out[1] == 1.0
 
 
 def test_forward_fill_keeps_leading_gaps() -> None:

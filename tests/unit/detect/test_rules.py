@@ -9,9 +9,12 @@ from collector.detect.baseline import BaselineDetector
 from collector.detect.peers import PeerDetector
 from collector.detect.rules import DEFAULT_RULES, RuleError, load_rules, parse_rules
 from collector.detect.signals import FleetSignals
+from collector.detect.thermal import ThermalModelDetector
 from collector.store import FleetStore
 
-_SIGNALS = FleetSignals(FleetStore(), (*PeerDetector().outputs, *BaselineDetector().outputs))
+_SIGNALS = FleetSignals(
+    FleetStore(), (*PeerDetector().outputs, *BaselineDetector().outputs, *ThermalModelDetector.outputs)
+)
 GPU = frozenset([*_SIGNALS.gpu_names, "xid"])
 HOST = frozenset(_SIGNALS.host_names)
 
