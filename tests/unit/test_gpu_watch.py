@@ -113,3 +113,15 @@ def test_processes_are_read_on_the_first_tick_and_then_every_n() -> None:
         watch.observe(T0 + i, sim.sample(T0 + i * 10**9), [])
         due.append(watch.processes_due())
     assert due == [True, False, False, True, False, False, True]
+
+
+def test_sim_nvlink_errors_report_the_failing_link_per_link() -> None:
+    _, _, events, _ = run([Fault(FaultKind.NVLINK_ERRORS, 1, at=5, severity=0.9)], ticks=10)
+    per_gpu: dict[int, list[pb.NvlinkEvent]] = {}
+    for e in events:
+        if e.WhichOneof("kind") == "nvlink":
+            per_gpu.setdefault(e.nvlink.gpu_index, []).append(e.nvlink)
+    assert 0 not in per_gpu  # a healthy GPU has nothing to report
+    last = per_gpu[1][-1]
+    assert len(last.links) == 18 and not last.links[0].up and last.links[0].crc_errors > 0
+    assert all(link.up for link in last.links[1:])
