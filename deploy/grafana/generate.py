@@ -145,6 +145,16 @@ _HEALTH_MAPPINGS = {
         ],
     },
 }
+# From a per-GPU series to that GPU's detail dashboard, keeping the time range.
+_GPU_LINK = {
+    "title": "GPU detail",
+    "url": "/d/gpulse-gpu/gpulse-gpu-detail?var-host=${__field.labels.host}"
+    "&var-gpu=${__field.labels.gpu}&${__url_time_range}",
+}
+_HOST_LINK = {
+    "title": "Host detail",
+    "url": "/d/gpulse-host/gpulse-host-detail?var-host=${__field.labels.host}&${__url_time_range}",
+}
 _STAT = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "value"}
 _TABLE_FIELDS = {"custom": {"align": "auto"}}
 GPU = 'host=~"$host", gpu=~"$gpu"'
@@ -204,23 +214,26 @@ def fleet() -> dict[str, Any]:
                 "status-history",
                 width=24,
                 height=10,
-                description="0 ok, 1 warn, 2 fail (agent health checks), 3 lost. Hover for the GPU.",
-                field_config=_HEALTH_MAPPINGS,
+                description="0 ok, 1 warn, 2 fail (agent health checks), 3 lost. Click a row for the GPU's detail.",
+                field_config={**_HEALTH_MAPPINGS, "links": [_GPU_LINK]},
                 options={"showValue": "never", "rowHeight": 0.9, "colWidth": 0.9},
             ),
             Panel(
                 "GPU utilisation by host",
                 [('avg by (host) (gpulse_gpu_utilization_ratio{host=~"$host"})', "{{host}}")],
+                field_config={"links": [_HOST_LINK]},
                 unit="percentunit",
             ),
             Panel(
                 "Hottest GPU per host",
                 [('max by (host) (gpulse_gpu_temperature_celsius{host=~"$host"})', "{{host}}")],
+                field_config={"links": [_HOST_LINK]},
                 unit="celsius",
             ),
             Panel(
                 "GPU power by host",
                 [('sum by (host) (gpulse_gpu_power_usage_watts{host=~"$host"})', "{{host}}")],
+                field_config={"links": [_HOST_LINK]},
                 unit="watt",
             ),
             Panel(
