@@ -117,6 +117,9 @@ class _GpuState:
     nvlink_recovery: float = 0.0
     lost: bool = False
     fired: set[int] = field(default_factory=set)  # ids of one-shot faults already applied
+    # Per-link NVLink state last reported. All links up without errors is what the collector assumes
+    # of a GPU it has heard nothing about, so a healthy simulated GPU sends nothing.
+    links_sent: tuple[float, ...] = (0.0, 0, 0, 0)
 
 
 class SimBackend:
@@ -380,6 +383,20 @@ class SimBackend:
         }
         for name, value in values.items():
             row[_F[name]] = value
+        self._report_links(i, unix_ns, links_down, st)
+
+    def _report_links(self, i: int, unix_ns: int, links_down: float, st: _GpuState) -> None:
+        """Per-link NVLink state when it changes, as NVML's slow tier would: the errors on link 0, which goes down."""
+        key = (links_down, math.floor(st.nvlink_crc), math.floor(st.nvlink_replay), math.floor(st.nvlink_recovery))
+        if key == st.links_sent:
+            return
+        st.links_sent = key
+        links = [pb.NvlinkLink(link=n, up=True) for n in range(self.profile.nvlink_count)]
+        if links:
+            links[0] = pb.NvlinkLink(
+                link=0, up=links_down == 0, crc_errors=key[1], replay_errors=key[2], recovery_errors=key[3]
+            )
+        self._events.append(pb.Event(unix_ns=unix_ns, nvlink=pb.NvlinkEvent(gpu_index=i, links=links)))
 
     def _fire_one_shots(self, i: int, active: list[Fault], unix_ns: int) -> None:
         """Faults that happen once at their start: an XID, a lost GPU, an ECC error, a remap."""
