@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import streams
 from tests.kit import Collector, Pki, Service, agent_config, collector_config, free_port, wait_for, write_toml
 
 TIMEOUT_STOP_SEC = 20.0  # systemd/gpulse-agent.service
@@ -82,7 +83,7 @@ def test_notify_reload_and_clean_stop(
 
     # SIGHUP: both reload, say so, and the stream between them stays up.
     data = tomllib.loads(config.read_text())
-    write_toml(config, {**data, "log": {"level": "debug"}})
+    write_toml(config, {**data, "log": {"level": "debug"}, "limits": {"max_series_per_host": 3}})
     collector.signal(signal.SIGHUP)
     agent.signal(signal.SIGHUP)
     wait_for(lambda: c_notify.seen("RELOADING") == 1 and a_notify.seen("RELOADING") == 1, 20, what="RELOADING=1")
@@ -91,6 +92,10 @@ def test_notify_reload_and_clean_stop(
     assert any("config reloaded" in m.get("STATUS", "") for m in a_notify.poll())
     assert collector.running and agent.running
     assert collector.log().count('"agent connected"') == 1, "reload must not drop the stream"
+    # The reloaded limits apply to new streams at once.
+    cert, key = test_pki.agent("gpu-wide")
+    wide = streams.exchange(collector.target, streams.credentials(test_pki.ca, cert, key), [streams.hello("gpu-wide")])
+    assert wide.code.name == "RESOURCE_EXHAUSTED" and "at most 3 per host" in wide.details, wide
 
     # A broken config on reload: the old one stays, the service keeps running, STATUS says why.
     write_toml(config, {"tls": {"ca": "/nonexistent"}, "bogus": 1})
