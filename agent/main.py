@@ -41,6 +41,12 @@ def make_gpu_backend(config: AgentConfig) -> GpuBackend | None:
             faults=list(sim.faults),
             fault_source=FaultInbox(config.state_dir / INBOX_DIR, sim.count).take,  # `gpulse sim-fault`
         )
+    if config.gpu_source == "replay":
+        from agent.sources.replay import ReplayBackend
+
+        replay = config.replay
+        assert replay.path is not None  # the config refuses replay without a path
+        return ReplayBackend(replay.path, host=replay.host, speed=replay.speed, loop=replay.loop)
     if config.gpu_source == "nvml":
         try:
             from agent.sources.nvml import NvmlBackend

@@ -16,6 +16,7 @@ from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
 from collector.certificates import ServerCertificates
 from collector.config import CollectorConfig
+from collector.detect.service import DetectionService
 from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
 from collector.handshakes import StderrHandshakeWatcher
@@ -47,12 +48,15 @@ class RunningCollector:
     revocation: RevocationList
     alerting: AlertingService | None = None  # the AlertSink detection pushes into
     remote_writer: RemoteWriter | None = None
+    detection: DetectionService | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
         await self.http_runner.cleanup()
         if self.remote_writer is not None:  # after ingest stops, so the last frames go out too
             await self.remote_writer.shutdown()
+        if self.detection is not None:  # before alerting: detection pushes into it
+            await self.detection.shutdown()
         if self.alerting is not None:
             await self.alerting.shutdown()
 
@@ -91,6 +95,10 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     app = build_app(store, exposition, metrics)
     alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
     await alerting.start()
+    # Detection reads the store each tick and hears of hard-fault events the moment they are applied.
+    detection = DetectionService(store, alerting, config.detect, metrics.registry)
+    service.observers.append(detection.engine)
+    detection.start()
     app.add_routes(alerting_routes(alerting))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -116,6 +124,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         revocation,
         alerting,
         remote_writer=remote_writer,
+        detection=detection,
     )
 
 
@@ -135,6 +144,8 @@ async def reload_collector(running: RunningCollector, config: CollectorConfig) -
         running.revocation.refresh(force=True)
     running.certificates.use(config.tls)  # the next handshake loads them if they changed
     running.service.limits = config.limits
+    if running.detection is not None:
+        running.detection.reload()  # rule files also reload by themselves when they change
     logs.configure(config.log_level)
     return f"config reloaded; {len(running.revocation.serials)} certificates revoked"
 

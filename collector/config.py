@@ -10,6 +10,7 @@ from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.alerting.config import AlertingConfig
 from collector.alerting.config import parse as parse_alerting
+from collector.detect.config import DetectConfig, parse_detect
 from collector.exposition.fleet import FORMATS
 from collector.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
@@ -29,6 +30,7 @@ class CollectorConfig:
     log_level: str = "info"
     exposition_formats: tuple[str, ...] = ("gpulse",)  # add "dcgm" for dcgm-exporter names and units
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)  # [detect]: rule files, evaluation interval
     remote_write: RemoteWriteConfig | None = None  # [remote_write]: push every frame to a receiver
 
 
@@ -90,6 +92,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         log_level=level,
         exposition_formats=formats,
         alerting=parse_alerting(root.section("alerting")),
+        detect=parse_detect(root.section("detect")),
         remote_write=parse_remote_write(root.section("remote_write")),
     )
     root.finish()

@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gpu_smoke(sub)
     add_sim_fault(sub)
+
+    from gpulse.trace_commands import add_commands as add_trace_commands
+
+    add_trace_commands(sub)  # record, backtest
     silences.add_parser(sub)
     return parser
 
