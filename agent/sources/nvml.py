@@ -620,6 +620,11 @@ class NvmlBackend:
                         )
                     )
             kept.append(g)
+        for index, g in new.items():
+            if index not in before and g.executor is not None:
+                # A GPU that was not there at start: this boot's Hello cannot carry it; the next start will.
+                g.executor.shutdown(wait=False)
+                log.warning("GPU appeared after a driver reload; reported from the next agent start", gpu=index)
         self._gpus = kept
         log.info("NVML re-initialised", gpus=len(new))
         self._start_xid_watch()
@@ -628,9 +633,10 @@ class NvmlBackend:
     # -- XIDs --------------------------------------------------------------------------------------
     def _start_xid_watch(self) -> None:
         nvml = self._nvml
-        handles = {g.index: g.handle for g in self._gpus}
+        live = [g for g in self._gpus if not g.lost]  # a lost GPU's handle may predate a reload
+        handles = {g.index: g.handle for g in live}
         self._sm_clock_max = {}
-        for g in self._gpus:
+        for g in live:
             with contextlib.suppress(nvml.NVMLError):
                 self._sm_clock_max[g.index] = nvml.nvmlDeviceGetMaxClockInfo(g.handle, nvml.NVML_CLOCK_SM) * 1e6
         try:
@@ -639,7 +645,7 @@ class NvmlBackend:
                     nvml,
                     handles,
                     self.xids,
-                    uuid_to_index={g.info.uuid: g.index for g in self._gpus},
+                    uuid_to_index={g.info.uuid: g.index for g in live},
                     wait_ms=self.xid_wait_ms,
                     clock=self.clock,
                 )

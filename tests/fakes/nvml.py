@@ -133,6 +133,8 @@ class FakeNvml:
             raise NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
         if handle is None:
             return None
+        if not 0 <= handle < len(self.gpus):
+            raise NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # a handle from before a reload
         gpu = self.gpus[handle]
         if gpu.hang is not None:
             while gpu.hang.is_set():

@@ -346,3 +346,20 @@ def test_an_inventory_change_under_a_running_agent_is_reported(fake: FakeNvml) -
     b.sample(time.time_ns())
     assert not [e for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
     b.close()
+
+
+def test_after_a_reload_a_gpu_that_went_missing_stays_empty_and_a_new_one_waits_for_restart() -> None:
+    fake = FakeNvml([FakeGpu(uuid="GPU-a"), FakeGpu(uuid="GPU-b", pci_bus_id="00000000:3B:00.0")])
+    b = backend(fake, init_retry_s=0.0)
+    b.sample(time.time_ns())
+    fake.driver_unloaded = True
+    fake.gpus = [fake.gpus[0]]  # GPU-b did not come back with the driver
+    b.sample(time.time_ns())
+    rows = b.sample(time.time_ns())
+    assert rows.shape[0] == 2 and rows[0, col("utilization")] == pytest.approx(0.97) and np.isnan(rows[1]).all()
+    fake.driver_unloaded = True
+    fake.gpus = [fake.gpus[0], FakeGpu(uuid="GPU-b"), FakeGpu(uuid="GPU-c")]
+    b.sample(time.time_ns())
+    rows = b.sample(time.time_ns())
+    assert rows.shape[0] == 2  # the Hello's GPU list is fixed for this boot
+    b.close()
