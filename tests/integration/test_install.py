@@ -70,7 +70,11 @@ def test_install_into_a_scratch_root(tmp_path: Path) -> None:
 
     # Units, enabled; the user and its directories.
     for unit in ("gpulse-agent.service", "gpulse-collector.service"):
-        assert (root / "usr/lib/systemd/system" / unit).read_text() == (ROOT / "systemd" / unit).read_text()
+        text = (root / "usr/lib/systemd/system" / unit).read_text()
+        assert text == (ROOT / "systemd" / unit).read_text()
+        exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+        binary = exec_start.removeprefix("ExecStart=").split()[0]
+        assert (root / binary.lstrip("/")).exists(), f"{unit} starts {binary}, which the install did not create"
         assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
     user = next(line for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("gpulse:"))
     uid, gid = int(user.split(":")[2]), int(user.split(":")[3])
