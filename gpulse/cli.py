@@ -38,7 +38,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gpulse.demo import default_state_dir, run_demo
+    from gpulse.demo import DemoFault, default_state_dir, run_demo
 
     logs.configure(args.log_level)
     state_dir = args.state_dir or default_state_dir()
@@ -46,7 +46,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> None:
         if args.duration:
             asyncio.get_running_loop().call_later(args.duration, stop.set)
-        await run_demo(stop, state_dir=state_dir, http_port=args.http_port, hosts=args.hosts)
+        fault = DemoFault(after=args.fault_after, duration=args.fault_duration)
+        rules = tuple(str(r.resolve()) for r in args.rules)
+        await run_demo(stop, state_dir=state_dir, http_port=args.http_port, hosts=args.hosts, fault=fault, rules=rules)
 
     run_until_signalled(main)
     return 0
@@ -119,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hosts", type=int, default=4, help="simulated hosts (up to 4)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--fault-after", type=float, default=60.0, help="inject a GPU fault after this long (0: never)")
+    p.add_argument("--fault-duration", type=float, default=45.0, help="how long the injected fault lasts")
+    p.add_argument("--rules", type=Path, action="append", default=[], help="detection rule file (default: built-in)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("top", help="a live terminal view of the fleet, from a collector's HTTP API")

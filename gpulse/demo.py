@@ -11,12 +11,15 @@ import structlog
 
 from agent.config import AgentConfig, SimConfig
 from agent.daemon import run_agent
-from agent.main import build_agent
+from agent.main import build_agent, make_gpu_backend
 from agent.sources.gpu import BackendUnavailable, GpuBackend
-from agent.sources.sim import LoadPattern
+from agent.sources.sim import Fault, FaultKind, LoadPattern, SimBackend
 from collector import pki
+from collector.alerting.config import AlertingConfig
+from collector.alerting.routing import Route, Timing
 from collector.app import start_collector
 from collector.config import CollectorConfig
+from collector.detect.config import DetectConfig
 from gpulse.tls import TlsFiles
 
 log = structlog.get_logger("gpulse.demo")
@@ -38,6 +41,22 @@ DEMO_HOSTS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class DemoFault:
+    """The fault the demo injects, so the log receiver shows a page and, once it clears, its resolve."""
+
+    after: float = 60.0  # seconds after start; 0 or less: no fault
+    duration: float = 45.0
+    host_index: int = 0
+    gpu: int = 3
+    kind: FaultKind = FaultKind.POWER_BRAKE
+    severity: float = 0.8
+
+
+# Short timers, so the demo shows the page and its resolve within a few minutes.
+DEMO_ALERTING = AlertingConfig(route=Route("log", timing=Timing(group_wait=1.0, group_interval=5.0)))
+
+
 def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "gpulse" / "demo"
 
@@ -54,8 +73,17 @@ def local_nvml_backend() -> GpuBackend | None:
     return backend
 
 
-async def run_demo(stop: asyncio.Event, *, state_dir: Path, http_port: int = 9410, hosts: int = 4) -> None:
+async def run_demo(
+    stop: asyncio.Event,
+    *,
+    state_dir: Path,
+    http_port: int = 9410,
+    hosts: int = 4,
+    fault: DemoFault | None = None,
+    rules: tuple[str, ...] = (),
+) -> None:
     """Make a PKI, start a collector and agents, and run until ``stop`` is set; leaves nothing running."""
+    fault = fault or DemoFault()
     pki_dir = state_dir / "pki"
     shutil.rmtree(pki_dir, ignore_errors=True)
     pki.init_ca(pki_dir, name="gpulse demo CA", days=2)
@@ -68,6 +96,8 @@ async def run_demo(stop: asyncio.Event, *, state_dir: Path, http_port: int = 941
         http_listen=f"127.0.0.1:{http_port}",
         state_dir=state_dir / "collector",
         stale_after=30.0,
+        alerting=DEMO_ALERTING,
+        detect=DetectConfig(rules=rules) if rules else DetectConfig(),
     )
     collector = await start_collector(collector_config)
     target = f"127.0.0.1:{collector.grpc_port}"
@@ -75,8 +105,13 @@ async def run_demo(stop: asyncio.Event, *, state_dir: Path, http_port: int = 941
     agent_stop = asyncio.Event()
     plan: list[tuple[str, AgentConfig, GpuBackend | None]] = []
     nvml = local_nvml_backend()
-    for spec in DEMO_HOSTS[: max(0, hosts)]:
-        plan.append((spec.host_id, _agent_config(pki_dir, spec.host_id, target, "sim", spec), None))
+    faulty: SimBackend | None = None
+    for i, spec in enumerate(DEMO_HOSTS[: max(0, hosts)]):
+        config = _agent_config(pki_dir, spec.host_id, target, "sim", spec)
+        backend = make_gpu_backend(config)
+        if i == fault.host_index and isinstance(backend, SimBackend):
+            faulty = backend
+        plan.append((spec.host_id, config, backend))
     if nvml is not None:
         import socket
 
@@ -93,13 +128,33 @@ async def run_demo(stop: asyncio.Event, *, state_dir: Path, http_port: int = 941
         "Press Ctrl-C to stop.",
         flush=True,
     )
+    injector = None
+    if faulty is not None and fault.after > 0:
+        print(
+            f"In {fault.after:.0f} s a {fault.kind.value} fault goes into {faulty.host_id} GPU {fault.gpu}: "
+            "watch for ALERT FIRING, then ALERT RESOLVED once it clears.",
+            flush=True,
+        )
+        injector = asyncio.create_task(_inject_later(faulty, fault), name="demo-fault")
     try:
         await stop.wait()
     finally:
+        if injector is not None:
+            injector.cancel()
         agent_stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *([injector] if injector else []), return_exceptions=True)
         await collector.stop(grace=1.0)
         log.info("demo stopped")
+
+
+async def _inject_later(backend: SimBackend, fault: DemoFault) -> None:
+    await asyncio.sleep(fault.after)
+    backend.inject_now(Fault(fault.kind, fault.gpu, duration=fault.duration, severity=fault.severity))
+    print(
+        f"gpulse demo: injected a {fault.kind.value} fault into {backend.host_id} GPU {fault.gpu} "
+        f"for {fault.duration:.0f} s; the log receiver shows the alert, and its resolve once it clears.",
+        flush=True,
+    )
 
 
 def _agent_config(pki_dir: Path, host_id: str, target: str, source: str, spec: DemoHost | None) -> AgentConfig:
