@@ -304,6 +304,32 @@ class NvmlBackend:
         """Per-link NVLink state and counters per GPU, as of the last slow tick."""
         return {g.index: list(g.links) for g in self._gpus if g.links}
 
+    def counters(self) -> list[tuple[str, str, float]]:
+        """The backend's own counters for the agent's /metrics: (name without _total, help, value)."""
+        kmsg = self._watcher if isinstance(self._watcher, KmsgXidWatcher) else None
+        return [
+            ("gpulse_agent_nvml_calls", "NVML calls made to read GPUs.", self.stats.calls),
+            ("gpulse_agent_nvml_errors", "NVML calls that returned an error.", self.stats.errors),
+            (
+                "gpulse_agent_nvml_read_budget_exceeded",
+                "GPU reads past their time budget; that GPU's values were sent empty.",
+                self.stats.budget_exceeded,
+            ),
+            (
+                "gpulse_agent_nvml_reads_skipped",
+                "GPU reads skipped because the previous one was still stuck in the driver.",
+                self.stats.skipped_stuck,
+            ),
+            ("gpulse_agent_nvml_reinits", "NVML re-initialisations after a driver reload.", self.stats.reinits),
+            ("gpulse_agent_gpus_lost", "GPUs reported lost (GPU_IS_LOST).", self.stats.gpus_lost),
+            ("gpulse_agent_xids", "XID occurrences captured, before coalescing.", self.xids.occurrences),
+            (
+                "gpulse_agent_xid_unknown_gpu",
+                "Kernel-log XID lines for a PCI address not in the inventory.",
+                kmsg.unknown_gpu if kmsg else 0,
+            ),
+        ]
+
     def drain_events(self) -> list[pb.Event]:
         with self._events_lock:
             events, self._events = self._events, []

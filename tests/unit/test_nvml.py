@@ -11,11 +11,15 @@ from pathlib import Path
 import numpy as np
 import pynvml
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from agent.exposition import AgentMetrics
 from agent.sources.gpu import BackendUnavailable
 from agent.sources.nvml import NvmlBackend
+from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
 from tests.fakes.nvml import FakeGpu, FakeNvml
+from tests.kit import metric_value
 
 
 def col(name: str) -> int:
@@ -362,4 +366,27 @@ def test_after_a_reload_a_gpu_that_went_missing_stays_empty_and_a_new_one_waits_
     b.sample(time.time_ns())
     rows = b.sample(time.time_ns())
     assert rows.shape[0] == 2  # the Hello's GPU list is fixed for this boot
+    b.close()
+
+
+def test_the_backends_own_counters_reach_the_agents_metrics(fake: FakeNvml) -> None:
+    b = backend(fake, budget_s=0.2)
+    hang = threading.Event()
+    hang.set()
+    fake.gpus[1].hang = hang
+    values = b.sample(time.time_ns())
+    hang.clear()
+
+    class Source:
+        host_id = "node-x"
+        hello = pb.Hello(host_id="node-x", gpus=[pb.GpuInventory(index=0, uuid="GPU-a", name="H100")])
+        latest = (time.time_ns(), np.zeros(0), values[:1, :0])
+        xid_counts: dict[tuple[int, int], int] = {}
+        gpu = b
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentMetrics(Source()))
+    text = generate_latest(registry).decode()
+    assert metric_value(text, "gpulse_agent_nvml_read_budget_exceeded_total", host="node-x") == 1
+    assert metric_value(text, "gpulse_agent_nvml_calls_total", host="node-x") > 0
     b.close()
