@@ -142,6 +142,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         record.connected = True
         self.metrics.connected_agents.inc()
         log.info("agent connected", host_id=record.host_id, boot_id=record.boot_id, peer=context.peer())
+        self.metrics.agent_certificate_expiry.labels(record.host_id).set(identity.not_after_unix)
         ack_slot = self._acks.open(progress)
         acker = asyncio.create_task(self._ack_loop(context, ack_slot))
         bucket = self._bucket(record.host_id)
@@ -322,8 +323,13 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             reason=drop.reason,
         )
         self.metrics.events.labels("spool_drop").inc()
+        # Observers sum `records`: tell them only what is new here, as a later notice may cover
+        # (merged) ranges an earlier one already reported.
+        event = pb.Event()
+        event.CopyFrom(message.event)
+        event.spool_drop.records = newly
         for observer in self.observers:
-            observer.event_applied(record, message.event)
+            observer.event_applied(record, event)
 
     def _apply_batch(self, record: HostRecord, batch: pb.Batch) -> int:
         """Apply the frames that pass the checks; returns how many did."""
