@@ -2,7 +2,7 @@
 
 from collector.detect.engine import DetectionEngine
 from collector.detect.rules import DEFAULT_RULES, Rule, RuleError, RuleSet, load_rules
-from collector.detect.sinks import LoggingSink, RecordingSink
+from collector.detect.sinks import RecordingSink
 
 __all__ = [
     "DEFAULT_RULES",

@@ -265,6 +265,7 @@ class DetectionEngine:
         elif kind == "spool_drop":
             self.signals.note_spool_drop(record.slot, int(event.spool_drop.records))
         elif kind == "workload":
+            self._refresh(now)  # a new GPU's rows are reset first, not after its job is noted
             self._note_workload(record, event.workload)
             return
         elif kind not in ("gpu_lost", "health", "inventory"):

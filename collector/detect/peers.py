@@ -2,7 +2,7 @@
 
 Peers are the GPUs of the same model on the same host running the same job in the same load band;
 where fewer than ``min_peers`` such GPUs exist the comparison widens to the same job fleet-wide,
-then to the same model fleet-wide. The score is the distance from the peer median in robust
+then (for GPUs with no known job) to the same model fleet-wide. The score is the distance from the peer median in robust
 units (1.4826 x MAD), with a floor per signal so that a perfectly uniform group does not turn a
 rounding step into an alarm. Everything is computed for all GPUs at once with sorts and scatters.
 """
@@ -115,7 +115,9 @@ class PeerDetector:
         levels = (
             combine(host_slot, model, job, band),
             combine(model, job, band),
-            combine(model, band),
+            # Only GPUs with no known job fall back to any GPU of their model: a job's GPUs are
+            # not compared with another job's, whose work may differ.
+            np.where(job == 0, combine(model, band), -1),
         )
         out: dict[str, Array] = {}
         for sig in self.signals:

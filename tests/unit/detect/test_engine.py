@@ -274,3 +274,42 @@ def test_a_rule_that_fails_to_evaluate_does_not_stop_the_others(tmp_path: Path) 
     fleet.step()
     assert fleet.firing() == {("Hot", "a", "0")}
     assert fleet.engine.stats.rule_failures == {"Broken": 1}
+
+
+def test_gpus_in_different_jobs_are_not_peers() -> None:
+    fleet = Fleet()
+    fleet.add_host("a", gpus=7)
+    # Job 1 runs at full clocks on GPUs 0-3, job 2 capped lower on GPUs 4-6: each job is uniform,
+    # but taken together job 2's GPUs would look like stragglers.
+    for gpu in (4, 5, 6):
+        fleet.set("a", gpu, "sm_clock", 1500e6)
+    for gpu in range(7):
+        job = "1" if gpu < 4 else "2"
+        process = pb.GpuProcess(pid=100 + gpu, workload=pb.Workload(kind="slurm", id=job))
+        fleet.engine.event_applied(
+            fleet.records["a"], pb.Event(workload=pb.WorkloadEvent(gpu_index=gpu, processes=[process]))
+        )
+    for _ in range(12):
+        fleet.step()
+    assert fleet.firing("GpuStraggler") == set()
+    scores = fleet.engine.signals.scores[:7, fleet.engine.signals.score_names.index("peer_score_sm_clock")]
+    assert np.abs(scores).max() < 1
+    # Without the workload events the same clocks page: job 2's GPUs sit far below the host median.
+    unaware = Fleet()
+    unaware.add_host("a", gpus=7)
+    for gpu in (4, 5, 6):
+        unaware.set("a", gpu, "sm_clock", 1500e6)
+    for _ in range(12):
+        unaware.step()
+    assert {gpu for _, _, gpu in unaware.firing("GpuStraggler")} == {"4", "5", "6"}
+
+
+def test_thermal_scores_are_exported() -> None:
+    fleet = Fleet()
+    fleet.add_host("a", gpus=4)
+    for _ in range(200):
+        fleet.step()
+    registry = CollectorRegistry()
+    registry.register(DetectionCollector(fleet.engine))
+    text = generate_latest(registry).decode()
+    assert metric_value(text, "gpulse_detect_thermal_score", host="a", gpu="2", signal="temperature") is not None
