@@ -82,7 +82,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     # with a reason and a count; gRPC's limit only guards memory against the absurd.
     server = grpc.aio.server(options=server_options(4 * config.limits.max_message_bytes))
     add_telemetry_service(service, server)
-    certificates = ServerCertificates(config.tls)
+    certificates = ServerCertificates(config.tls, expiry=metrics.certificate_expiry.set)
     grpc_port = server.add_secure_port(config.listen, certificates.credentials())
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {config.listen}")

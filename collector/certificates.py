@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import structlog
 from cryptography import x509
@@ -18,8 +20,9 @@ class ServerCertificates:
     one, so a rotation never drops an agent.
     """
 
-    def __init__(self, files: TlsFiles) -> None:
+    def __init__(self, files: TlsFiles, *, expiry: Callable[[float], None] = lambda _: None) -> None:
         self.files = files
+        self.expiry = expiry  # told the served certificate's not-after time (Unix) on each load
         self.rotations = 0
         self.failures = 0
         self._loaded = ""
@@ -31,6 +34,7 @@ class ServerCertificates:
         problem = pair_problem(cert, key) or _ca_problem(ca)
         if problem:
             raise OSError(f"TLS files {self.files.cert} / {self.files.key}: {problem}")
+        self.expiry(x509.load_pem_x509_certificate(cert).not_valid_after_utc.timestamp())
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def credentials(self) -> grpc.ServerCredentials:

@@ -38,6 +38,18 @@ class CollectorMetrics:
         self.events_rejected = Counter(
             "gpulse_collector_events_rejected", "Agent events refused, by reason.", ["reason"], registry=r
         )
+        # Certificate lifecycle: alert well before these dates (e.g. < 14 days away).
+        self.agent_certificate_expiry = Gauge(
+            "gpulse_collector_agent_certificate_expiry_timestamp_seconds",
+            "When the client certificate each agent last connected with expires (Unix time).",
+            ["host"],
+            registry=r,
+        )
+        self.certificate_expiry = Gauge(
+            "gpulse_collector_certificate_expiry_timestamp_seconds",
+            "When the server certificate this collector serves expires (Unix time).",
+            registry=r,
+        )
         self.ingest_seconds = Gauge(
             "gpulse_collector_last_scrape_render_seconds", "Time the last /metrics render took.", registry=r
         )

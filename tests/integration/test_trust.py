@@ -157,6 +157,14 @@ def test_collector_serves_a_rotated_certificate_without_dropping_streams(
     assert after == x509.load_pem_x509_certificate(renewed.cert.read_bytes()).serial_number
     assert "server certificate rotated" in collector.log()
     assert collector.log().count('"agent connected"') == 1, "the open stream was not dropped"
+    # Expiry dates are exported, so an alert can fire well before a certificate runs out.
+    text = collector.metrics()
+    renewed_until = x509.load_pem_x509_certificate(renewed.cert.read_bytes()).not_valid_after_utc.timestamp()
+    assert metric_value(text, "gpulse_collector_certificate_expiry_timestamp_seconds") == renewed_until
+    agent_until = x509.load_pem_x509_certificate(kit.agent("gpu-k")[0].read_bytes()).not_valid_after_utc.timestamp()
+    assert metric_value(text, "gpulse_collector_agent_certificate_expiry_timestamp_seconds", host="gpu-k") == (
+        agent_until
+    )
 
 
 def test_agent_reconnects_with_its_rotated_certificate(tmp: Path, kit: Pki, services: list[Service]) -> None:
