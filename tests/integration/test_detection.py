@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.record import RecordPlan, parse_fault, record
 from tests.kit import Collector, Pki, Service, collector_config, metric_value, start_agent, start_collector, wait_for
 
 WARM = """
@@ -82,3 +83,35 @@ def test_collector_refuses_to_start_with_a_bad_rule_file(tmp: Path, test_pki: Pk
     assert collector.process is not None
     assert collector.process.wait(20) == 2
     assert "config error: " in collector.log() and "bad.toml: rule 'Oops': expected '['" in collector.log()
+
+
+def test_a_replayed_trace_is_detected_as_if_live(tmp: Path, test_pki: Pki, services: list[Service]) -> None:
+    trace = tmp / "trace.jsonl"
+    with trace.open("w") as out:
+        record(
+            out, RecordPlan(hosts=2, gpus=4, duration=30.0, faults=(parse_fault("kind=xid,host=1,gpu=2,at=2,xid=79"),))
+        )
+    collector = start_collector(tmp, test_pki, detect={"interval": 0.5})
+    services.append(collector)
+    agent = start_agent(
+        tmp,
+        test_pki,
+        "node-r",
+        [collector.target],
+        gpu={"source": "replay"},
+        replay={"path": str(trace), "host": "sim-001"},
+    )
+    services.append(agent)
+    wait_for(
+        lambda: (
+            metric_value(
+                collector.metrics(), "gpulse_detect_alert", alertname="GpuXidRebootRequired", host="node-r", gpu="2"
+            )
+            == 1
+        ),
+        what="the trace's XID 79 alert",
+    )
+    text = collector.metrics()
+    # The replayed GPUs are the trace's, under the agent's own host id.
+    assert metric_value(text, "gpulse_gpu_temperature_celsius", host="node-r", gpu="3") > 20
+    assert metric_value(text, "gpulse_detect_alert", alertname="GpuXidRebootRequired", gpu="1") is None
