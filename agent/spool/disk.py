@@ -28,6 +28,7 @@ import struct
 import threading
 import time
 import zlib
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,9 +147,10 @@ class _Segment:
     first_seq: int
     newest_ns: int
     size: int = 0
-    seqs: list[int] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
+    # Packed arrays: a full 1 GiB spool indexes some 350,000 records, and the agent must stay small.
+    seqs: array[int] = field(default_factory=lambda: array("q"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    lengths: array[int] = field(default_factory=lambda: array("q"))
     kinds: bytearray = field(default_factory=bytearray)
     pending: dict[int, bytes] = field(default_factory=dict)  # seq -> framed bytes not yet written
     unwritten: list[int] = field(default_factory=list)  # seqs in write order
