@@ -22,7 +22,7 @@ class LogConfig:
 
 
 class LogReceiver:
-    per_alert = False
+    per_alert = True  # a log line per change, not the whole group again each time it grows
     resend_interval = None
     rate_limit = None
 

@@ -119,3 +119,24 @@ def test_route_to_an_unknown_receiver_is_logged_not_fatal(tmp_path: Path) -> Non
     state = AlertingState(tmp_path / "a.db")
     notifier = Notifier(state, {}, {}, AlertingMetrics(CollectorRegistry()))
     assert notifier.process(GroupFlush(Route("gone"), "g", (alert(),)), now=1) == 0
+
+
+async def test_log_receiver_writes_one_line_per_change(tmp_path: Path) -> None:
+    import structlog
+
+    from collector.alerting.receivers.log import LogConfig, LogReceiver
+
+    state = AlertingState(tmp_path / "a.db")
+    metrics = AlertingMetrics(CollectorRegistry())
+    receiver = LogReceiver(LogConfig("log"))
+    notifier = Notifier(state, {"log": receiver}, {}, metrics)
+    a, b = alert(host="h", gpu="0"), alert(host="h", gpu="1")
+    route = Route("log", timing=Timing(0, 1, 3600))
+    notifier.process(GroupFlush(route, "g", (a,)), now=1)
+    notifier.process(GroupFlush(route, "g", (a, b)), now=2)
+    notifier.process(GroupFlush(route, "g", (a.resolved(3), b)), now=3)
+    with structlog.testing.capture_logs() as logged:
+        for item in state.due(now=10):
+            await receiver.notify(item.alerts, item.group_key)
+    lines = sorted((e["event"], e["gpu"]) for e in logged)
+    assert lines == [("ALERT FIRING", "1"), ("ALERT RESOLVED", "0")]  # a's trigger was replaced by its resolve
