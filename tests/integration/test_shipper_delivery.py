@@ -186,3 +186,33 @@ async def test_keepalive_faster_than_the_server_permits_is_refused(test_pki: Pki
     with ThreadedCollector(test_pki, min_ping_interval_ms=5_000) as collector:
         error = await idle_stream(test_pki, collector.target, keepalive_ms=400, idle_seconds=6)
     assert "too many pings" in error.lower(), error
+
+
+async def test_a_replayed_record_is_applied_once_and_counted_as_a_duplicate(test_pki: Pki) -> None:
+    recorder = Recorder()
+    host = "node-dup"
+    opening = hello(host)
+    stamps = [time.time_ns() - (10 - i) * 10**9 for i in range(8)]
+
+    async def send(seqs: range) -> int:
+        """One stream: the Hello, then ``seqs``; returns the last acknowledged seq."""
+        options = channel_options("collector")
+        async with grpc.aio.secure_channel(collector.target, credentials(test_pki, host), options=options) as ch:
+            call = pb_grpc.TelemetryStub(ch).Stream()
+            await call.write(pb.AgentMessage(hello=opening))
+            welcome = await call.read()
+            for seq in seqs:
+                await call.write(pb.AgentMessage(seq=seq, batch=frame(stamps[seq - 1]).batch))
+            acked = welcome.welcome.processed_seq
+            while acked < seqs[-1]:
+                acked = (await call.read()).ack.seq
+            call.cancel()
+            return int(acked)
+
+    with ThreadedCollector(test_pki, recorder) as collector:
+        assert await send(range(1, 6)) == 5
+        assert await send(range(1, 9)) == 8  # a reconnect that resends everything it still holds
+        assert collector.service is not None
+        progress = collector.service.progress.get(host, opening.boot_id)
+    assert [ns for _, ns in recorder.applied] == stamps  # each frame applied once, in order
+    assert progress.duplicates == 5 and progress.applied_frames == 8
