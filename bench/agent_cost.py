@@ -1,11 +1,14 @@
 """What the agent costs its host: CPU share of one core and resident memory, streaming to a real collector.
 
-Runs a real collector and a real agent (8 simulated GPUs, 1 Hz) as subprocesses over mTLS on
-127.0.0.1, and in the same run a floor process: the same interpreter with the same imports waking at
-the same rate and doing nothing, so the agent's own cost is told apart from Python's. CPU comes from
-/proc/PID/stat (user + system, all threads), memory from /proc/PID/status (VmRSS, VmHWM).
+Runs a real collector and a real agent (8 GPUs, 1 Hz) as subprocesses over mTLS on 127.0.0.1,
+the GPUs either simulated (``--source sim``) or read through the nvml source from the counting fake
+pynvml (``--source fake-nvml``, tests/fakes/nvml.py: the agent's real NVML code path, with the
+fake's Python standing in for the driver's C), and in the same run a floor process: the same
+interpreter with the same imports waking at the same rate and doing nothing, so the agent's own cost
+is told apart from Python's. CPU comes from /proc/PID/stat (user + system, all threads), memory from
+/proc/PID/status (VmRSS, VmHWM).
 
-    .venv/bin/python -m bench.agent_cost [--seconds 30] [--gpus 8] [--interval 1.0]
+    .venv/bin/python -m bench.agent_cost [--source sim|fake-nvml] [--seconds 30] [--gpus 8] [--interval 1.0]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.kit import Pki, metric_value, start_agent, start_collector, wait_for
+from tests.kit import Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,8 +60,28 @@ def measure(pid: int, seconds: float) -> tuple[float, Usage]:
     return (after.cpu_seconds - before.cpu_seconds) / (t1 - t0), after
 
 
+def run_fake_nvml_agent(config_path: Path, gpus: int) -> None:
+    """The agent, as `gpulse agent` runs it, with the nvml source reading the fake pynvml."""
+    import asyncio
+
+    from agent import config as agent_config
+    from agent.main import run
+    from agent.sources.nvml import NvmlBackend
+    from gpulse import logs
+    from tests.fakes.nvml import FakeGpu, FakeNvml
+
+    config = agent_config.load(config_path)
+    logs.configure(config.log_level)
+    fake = FakeNvml([FakeGpu(uuid=f"GPU-bench-{i}", pci_bus_id=f"00000000:{0x18 + i:02X}:00.0") for i in range(gpus)])
+    asyncio.run(run(config, asyncio.Event(), gpu=NvmlBackend(fake, kmsg_path=None)))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["fake-nvml-agent"]:
+        run_fake_nvml_agent(Path(sys.argv[2]), int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=("sim", "fake-nvml"), default="sim")
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=5.0, help="time after the first frame before measuring")
     parser.add_argument("--gpus", type=int, default=8)
@@ -69,15 +92,26 @@ def main() -> None:
         tmp = Path(tmp_name)
         kit = Pki.create(tmp / "pki")
         collector = start_collector(tmp, kit)
-        agent = start_agent(
-            tmp,
-            kit,
-            "bench-host",
-            [collector.target],
-            interval=args.interval,
-            sim={"count": args.gpus, "seed": 7},
-            log={"level": "warning"},
-        )
+        if args.source == "sim":
+            agent = start_agent(
+                tmp,
+                kit,
+                "bench-host",
+                [collector.target],
+                interval=args.interval,
+                sim={"count": args.gpus, "seed": 7},
+                log={"level": "warning"},
+            )
+        else:
+            config = agent_config(tmp, kit, "bench-host", [collector.target], interval=args.interval,
+                                  log={"level": "warning"})  # fmt: skip
+            agent = Service("agent", config, tmp / "agent.log", [])
+            agent.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.agent_cost", "fake-nvml-agent", str(config), str(args.gpus)],
+                stdout=(tmp / "agent.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                cwd=Path.cwd(),
+            )
         floor = subprocess.Popen([sys.executable, "-c", FLOOR.format(interval=args.interval)], cwd=Path.cwd())
         try:
             wait_for(
@@ -100,7 +134,8 @@ def main() -> None:
     floor_share = (floor_after.cpu_seconds - floor_before.cpu_seconds) / wall
     ticks = wall / args.interval
     mib = 1024 * 1024
-    print(f"agent: {args.gpus} sim GPUs at {1 / args.interval:g} Hz, {wall:.0f}s window, {frames:.0f} frames applied")
+    print(f"agent: {args.gpus} {args.source} GPUs at {1 / args.interval:g} Hz, {wall:.0f}s window,"
+          f" {frames:.0f} frames applied")  # fmt: skip
     print(f"  CPU share of one core   {agent_share * 100:6.3f} %   (target <= 1 %)")
     print(f"  CPU per tick            {agent_share * args.interval * 1e3:6.2f} ms")
     print(

@@ -335,14 +335,14 @@ def run_step(mode: str, hosts: int, args: argparse.Namespace, pki_dir: Path) -> 
         for client in clients:
             client.wait_ready()
         time.sleep(args.warmup)
-        server.ask("reset")
-        for client in clients:
+        for client in clients:  # clients first: nothing counted as applied that was not counted as sent
             client.ask("reset")
+        server.ask("reset")
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         time.sleep(args.seconds)
         cpu1, t1 = server.cpu_seconds(), time.monotonic()
-        sent = [client.ask("report") for client in clients]
         latencies: list[int] = server.ask("report")["latencies_ns"]  # type: ignore[assignment]
+        sent = [client.ask("report") for client in clients]
     finally:
         for proc in (*clients, server):
             proc.stop()
