@@ -51,7 +51,7 @@ class AlertLifecycle:
 
     def restore(self, now: float) -> None:
         """Reload the alerts a previous run left; firing and unsent resolved ones go back to their groups."""
-        for alert in self._state.load_alerts():
+        for alert in self._state.load_alerts(self._malformed):
             fp = alert.fingerprint
             self.alerts[fp] = alert
             self.generation += 1
@@ -60,6 +60,10 @@ class AlertLifecycle:
                 self._dispatcher.insert(alert, now)
         if self.alerts:
             log.info("alerts restored", count=len(self.alerts))
+
+    def _malformed(self, fingerprint: str, problem: str) -> None:
+        self._on_reject("malformed_state")
+        log.error("damaged alert row dropped", fingerprint=fingerprint, problem=problem)
 
     def push(self, alerts: Sequence[Alert], now: float) -> None:
         # One transaction per push: a storm of new alerts costs one disk sync, not one each.

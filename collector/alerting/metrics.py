@@ -53,7 +53,7 @@ class AlertingMetrics:
         )
         self.failed = Counter(
             "gpulse_alerting_notifications_failed",
-            "Notifications given up on, by receiver and reason (rejected, expired, unknown_receiver).",
+            "Notifications given up on, by receiver and reason (rejected, expired, unknown_receiver, malformed).",
             ["receiver", "reason"],
             registry=r,
         )

@@ -54,7 +54,7 @@ class Deliverer:
     async def deliver_due(self, now: float) -> int:
         """Send what is due (concurrently, within rate limits); returns how many were attempted."""
         sends = []
-        for item in self._state.due(now, self._batch):
+        for item in self._state.due(now, self._batch, self._malformed):
             receiver = self._receivers.get(item.receiver)
             if receiver is None:
                 log.error("outbox row for an unknown receiver dropped", receiver=item.receiver)
@@ -76,6 +76,10 @@ class Deliverer:
             sends.append(self._send(receiver, item, now))
         await asyncio.gather(*sends)
         return len(sends)
+
+    def _malformed(self, receiver: str, problem: str) -> None:
+        log.error("damaged outbox row dropped", receiver=receiver, problem=problem)
+        self._metrics.failed.labels(receiver, "malformed").inc()
 
     async def _send(self, receiver: Receiver, item: OutboxItem, now: float) -> None:
         try:

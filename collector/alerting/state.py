@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +116,17 @@ class AlertingState:
     def delete_alert(self, fingerprint: str) -> None:
         self._db.execute("DELETE FROM alerts WHERE fingerprint = ?", (fingerprint,))
 
-    def load_alerts(self) -> list[Alert]:
-        return [Alert.from_dict(json.loads(row[0])) for row in self._db.execute("SELECT alert FROM alerts")]
+    def load_alerts(self, on_malformed: Callable[[str, str], None] | None = None) -> list[Alert]:
+        """The stored alerts; a row that no longer parses is deleted and reported, never fatal."""
+        out = []
+        for fp, text in self._db.execute("SELECT fingerprint, alert FROM alerts").fetchall():
+            try:
+                out.append(Alert.from_dict(json.loads(text)))
+            except (ValueError, TypeError) as exc:
+                self.delete_alert(fp)
+                if on_malformed:
+                    on_malformed(fp, str(exc))
+        return out
 
     # -- silences -----------------------------------------------------------------------------------
     def save_silence(self, silence_id: str, record: dict[str, Any], ends_at: float) -> None:
@@ -155,16 +164,27 @@ class AlertingState:
         )
         return False
 
-    def due(self, now: float, limit: int = 256) -> list[OutboxItem]:
+    def due(
+        self, now: float, limit: int = 256, on_malformed: Callable[[str, str], None] | None = None
+    ) -> list[OutboxItem]:
+        """Rows whose time has come. A row that no longer parses is deleted and reported with its receiver,
+        so one damaged row cannot block the outbox."""
         rows = self._db.execute(
             "SELECT id, receiver, coalesce_key, group_key, alerts, version, attempts, created_at, next_attempt_at "
             "FROM outbox WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [
-            OutboxItem(r[0], r[1], r[2], r[3], tuple(Alert.from_dict(a) for a in json.loads(r[4])), *r[5:])
-            for r in rows
-        ]
+        items = []
+        for r in rows:
+            try:
+                alerts = tuple(Alert.from_dict(a) for a in json.loads(r[4]))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (r[0],))
+                if on_malformed:
+                    on_malformed(r[1], str(exc))
+                continue
+            items.append(OutboxItem(r[0], r[1], r[2], r[3], alerts, *r[5:]))
+        return items
 
     def delivered(self, item: OutboxItem) -> bool:
         """Remove a sent row, unless a newer state coalesced into it meanwhile (then it is sent next)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,23 @@ def test_transaction_is_all_or_nothing(tmp_path: Path) -> None:
         raise RuntimeError("crash between the two writes")
     assert state.due(now=10) == []
     assert state.nflog_get("pd", "g") is None
+
+
+def test_damaged_rows_are_dropped_and_reported_not_fatal(tmp_path: Path) -> None:
+    state = AlertingState(tmp_path / "a.db")
+    state.enqueue("pd", "bad", "g", [alert(host="x")], now=1)
+    state.enqueue("pd", "good", "g", [alert(host="y")], now=1)
+    state.save_alert(alert(host="x"))
+    state.save_alert(alert(host="y"))
+    db = sqlite3.connect(tmp_path / "a.db")
+    db.execute("UPDATE outbox SET alerts = '[{\"labels\": 3}]' WHERE coalesce_key = 'bad'")
+    db.execute("UPDATE alerts SET alert = 'not json' WHERE alert LIKE '%\"x\"%'")
+    db.commit()
+    reported: list[tuple[str, str]] = []
+    [item] = state.due(now=5, on_malformed=lambda receiver, problem: reported.append((receiver, problem)))
+    assert item.coalesce_key == "good"
+    assert reported[0][0] == "pd"
+    [kept] = state.load_alerts(on_malformed=lambda fp, problem: reported.append((fp, problem)))
+    assert kept.labels["host"] == "y"
+    assert len(reported) == 2
+    assert len(state.due(now=5)) == 1  # the damaged row is gone for good
