@@ -99,4 +99,5 @@ def test_sysusers_and_tmpfiles_create_the_user_and_directories(tmp: Path) -> Non
     for sub in ("var/lib/gpulse/agent", "var/lib/gpulse/collector"):
         st = (root / sub).stat()
         assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o750)
-    assert (root / "etc/gpulse").stat().st_mode & 0o007 == 0, "config directory must not be world-readable"
+    assert (root / "etc/gpulse/tls").stat().st_mode & 0o007 == 0, "the keys' directory must not be world-readable"
+    assert (root / "etc/gpulse").stat().st_mode & 0o005 == 0o005, "the gpulse user must reach its config"
