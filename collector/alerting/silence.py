@@ -7,10 +7,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from collector.alerting.matchers import Matcher, match_all, parse_all
 from collector.alerting.state import AlertingState
 
 Clock = Callable[[], float]
+log = structlog.get_logger("gpulse.alerting")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,15 @@ class Silencer:
     def __init__(self, state: AlertingState, clock: Clock) -> None:
         self._state = state
         self._clock = clock
-        self._silences = {s.id: s for s in map(Silence.from_dict, state.load_silences())}
+        self._silences: dict[str, Silence] = {}
+        for record in state.load_silences():
+            try:
+                silence = Silence.from_dict(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                # Keep starting: a lost silence may page someone, a collector that cannot start pages nobody.
+                log.error("damaged silence ignored", record=str(record)[:300], problem=str(exc))
+                continue
+            self._silences[silence.id] = silence
 
     def add(
         self, matchers: list[str], *, ends_at: float, created_by: str, comment: str, starts_at: float | None = None

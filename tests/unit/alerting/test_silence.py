@@ -66,3 +66,10 @@ def test_future_silence_is_not_active_yet(tmp_path: Path) -> None:
     assert not silencer.mutes({"host": "h1"})
     clock.now = 1500
     assert silencer.mutes({"host": "h1"})
+
+
+def test_a_damaged_silence_does_not_stop_the_others_loading(tmp_path: Path) -> None:
+    state = AlertingState(tmp_path / "a.db")
+    Silencer(state, Clock()).add(["host=h1"], ends_at=2000, created_by="a", comment="c")
+    state.save_silence("broken", {"id": "broken", "matchers": ["host"]}, ends_at=2000)
+    assert [s.matchers[0].value for s in Silencer(state, Clock()).list()] == ["h1"]
