@@ -343,9 +343,34 @@ class DiskSpool:
         # Written once, before sampling starts: a synchronous fsync here costs the sampler nothing.
         _write_atomic(path / "hello.pb", frame_record(KIND_HELLO, 0, hello.SerializeToString()))
         with self._lock:
+            for old in list(self._epochs.values()):
+                self._discard_if_unsendable(old, hello)
             epoch = _Epoch(hello.boot_id, path, hello)
             self._epochs[hello.boot_id] = epoch
             self._current = epoch
+
+    def _discard_if_unsendable(self, old: _Epoch, hello: pb.Hello) -> None:
+        """An earlier boot no collector would accept from this agent now (host renamed, protocol
+        changed) would block every later one behind it forever: drop it, counted, instead."""
+        if old.hello.host_id == hello.host_id and old.hello.protocol_version == hello.protocol_version:
+            return
+        reason = "host id changed" if old.hello.host_id != hello.host_id else "protocol version changed"
+        unacked = [s for seg in old.segments for s in seg.seqs if s > old.acked]
+        size = sum(seg.size for seg in old.segments)
+        for seg in list(old.segments):
+            old.segments.remove(seg)
+            self._forget_segment(old, seg)
+        old.drops = []
+        del self._epochs[old.boot_id]
+        self._unlink.append(old.directory)
+        self.stats.dropped_records += len(unacked)
+        self.stats.dropped_bytes += size
+        first, last = (unacked[0], unacked[-1]) if unacked else (0, 0)
+        self._drops.append(SpoolDrop(old.boot_id, first, last, len(unacked), size, reason))
+        log.error(
+            "spooled boot cannot be sent any more; dropped", boot_id=old.boot_id, records=len(unacked), reason=reason
+        )
+        self._work.notify()
 
     def append(self, message: pb.AgentMessage) -> int:
         now = self.clock()

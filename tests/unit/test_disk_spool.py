@@ -312,3 +312,19 @@ def test_append_never_waits_for_the_disk(tmp_path: Path, spools: list) -> None:
     assert not spool.flush(timeout=0.2)  # not yet durable
     release.set()
     assert spool.flush(timeout=10)
+
+
+def test_a_boot_spooled_under_another_host_id_is_dropped_not_left_to_block(tmp_path: Path, spools: list) -> None:
+    spool = open_spool(tmp_path, spools)
+    spool.open_epoch(hello("boot-a"))
+    for i in range(5):
+        spool.append(batch(float(i)))
+    spool = reopen(spool, spools)
+    renamed = hello("boot-b")
+    renamed.host_id = "node-2"  # the host was renamed: the collector would refuse boot-a's Hello
+    spool.open_epoch(renamed)
+    assert spool.epochs() == ["boot-b"]
+    [drop] = spool.take_drops()
+    assert (drop.boot_id, drop.records, drop.reason) == ("boot-a", 5, "host id changed")
+    assert spool.flush()
+    assert not any(p.name.endswith("boot-a") for p in tmp_path.iterdir())
