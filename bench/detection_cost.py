@@ -25,7 +25,7 @@ from agent.sources.host import HostSource
 from agent.sources.sim import SimBackend
 from collector.alerting.alert import Alert
 from collector.detect.engine import DetectionEngine
-from collector.store import FleetStore
+from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos.codec import PROTOCOL_VERSION, DecodedFrame, FrameLayout
 from protos.fields import CATALOG
@@ -42,7 +42,7 @@ class CountingSink:
         self.pushed += len(alerts)
 
 
-def fleet(hosts: int, now: float) -> tuple[FleetStore, list[object]]:
+def fleet(hosts: int, now: float) -> tuple[FleetStore, list[HostRecord]]:
     store = FleetStore(host_capacity=hosts, gpu_capacity=hosts * GPUS)
     records = []
     for h in range(hosts):
@@ -69,12 +69,14 @@ def fleet(hosts: int, now: float) -> tuple[FleetStore, list[object]]:
     return store, records
 
 
-def fill(store: FleetStore, records: list[object], sims: list[SimBackend], host_values: np.ndarray, now: float) -> None:
+def fill(
+    store: FleetStore, records: list[HostRecord], sims: list[SimBackend], host_values: np.ndarray, now: float
+) -> None:
     """One tick of ingest: every host's frame applied, its GPU values from one of the simulators."""
     ns = int(now * 1e9)
     frames = [sim.sample(ns) for sim in sims]
     for i, record in enumerate(records):
-        store.apply_frame(record, DecodedFrame(ns, host_values, frames[i % len(frames)], 0))  # type: ignore[arg-type]
+        store.apply_frame(record, DecodedFrame(ns, host_values, frames[i % len(frames)], 0))
 
 
 def measure(hosts: int, ticks: int, seed: int) -> dict[str, float]:

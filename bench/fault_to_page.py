@@ -126,7 +126,8 @@ routing_key_env = "PD_KEY"
         "collector", config, tmp / "collector.log", ["collector"], env={"PD_KEY": KEY},
         grpc_port=grpc_port, http_port=http_port,
     )  # fmt: skip
-    return collector.start().wait_ready()  # type: ignore[return-value]
+    collector.start()
+    return collector.wait_ready()
 
 
 def start_classic(tmp: Path, webhook: Webhook, metrics_ports: list[int]) -> tuple[Any, Any]:
@@ -176,7 +177,7 @@ async def run(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         kit = Pki.create(tmp / "pki")
         pagerduty = FakePagerDuty().start()
-        pagerduty.accepted = StampedList()
+        stamped = pagerduty.accepted = StampedList()
         webhook = Webhook()
         collector = start_gpulse_collector(tmp, kit, pagerduty)
         hosts = [f"node-{i:02d}" for i in range(args.agents)]
@@ -213,7 +214,7 @@ async def run(args: argparse.Namespace) -> None:
 
             def gpulse_pages() -> dict[tuple[str, str], float]:
                 out: dict[tuple[str, str], float] = {}
-                for body, arrived in zip(list(pagerduty.accepted), list(pagerduty.accepted.arrived), strict=True):
+                for body, arrived in zip(list(stamped), list(stamped.arrived), strict=True):
                     if body["event_action"] != "trigger":
                         continue
                     details = body["payload"].get("custom_details", {})

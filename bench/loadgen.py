@@ -33,7 +33,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from protos import telemetry_pb2 as pb
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GPUS = 8
@@ -147,7 +150,7 @@ async def control_loop(control: TextIO, report: object, reset: object) -> None:
 
 
 # -- the client processes ----------------------------------------------------------------------------
-def hello_for(host_id: str) -> object:
+def hello_for(host_id: str) -> pb.Hello:
     from protos import telemetry_pb2 as pb
     from protos.codec import PROTOCOL_VERSION
     from protos.fields import CATALOG
@@ -271,7 +274,7 @@ class Proc:
         answer = self.process.stdout.readline()
         if not answer:
             raise RuntimeError(f"benchmark process exited ({self.process.poll()}) instead of answering {line!r}")
-        return json.loads(answer)  # type: ignore[no-any-return]
+        return json.loads(answer)
 
     def wait_ready(self) -> None:
         assert self.process.stdout is not None
