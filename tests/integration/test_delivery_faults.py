@@ -77,7 +77,8 @@ def test_partition_longer_than_a_minute_through_a_black_hole(tmp: Path, test_pki
         produced_before = agent_status(agent_dir(tmp))["records_produced"]
         time.sleep(62)
         assert processed(tmp) == during, "records crossed a black-holed link"
-        assert agent_status(agent_dir(tmp))["records_produced"] >= produced_before + 250  # sampling went on
+        # Sampling went on (300 ticks at 5 Hz; a loaded machine may skip some, never stop).
+        assert agent_status(agent_dir(tmp))["records_produced"] >= produced_before + 150
         assert agent.running
         proxy.heal()
         final = drain_and_stop(agent, agent_dir(tmp), collector_dir(tmp), HOST)

@@ -96,7 +96,7 @@ async def test_after_a_connect_spooled_events_go_first_and_frames_keep_their_tim
 
 
 async def test_a_slow_collector_slows_the_shipper_not_the_sampler(test_pki: Pki) -> None:
-    recorder = Recorder(delay_seconds=0.05)  # applies at most 20 frames a second
+    recorder = Recorder(delay_seconds=0.1)  # applies at most 10 frames a second
     spool = MemorySpool(max_records=100_000)
     window = 16
     with ThreadedCollector(test_pki, recorder) as collector:
@@ -124,7 +124,7 @@ async def test_a_slow_collector_slows_the_shipper_not_the_sampler(test_pki: Pki)
     assert max(in_flight) <= window  # the shipper waits for acks, it does not flood the collector
     # The sampler ran on regardless: its records waited in the spool, not in the sampler.
     assert sampler.stats.ticks == 150
-    assert applied < 150 - 2 * window
+    assert applied + 2 * window < sampler.stats.ticks
     assert spool.last_seq(sampler.boot_id) == sampler.stats.ticks + sampler.stats.events
 
 
