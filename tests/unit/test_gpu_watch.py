@@ -125,3 +125,11 @@ def test_sim_nvlink_errors_report_the_failing_link_per_link() -> None:
     last = per_gpu[1][-1]
     assert len(last.links) == 18 and not last.links[0].up and last.links[0].crc_errors > 0
     assert all(link.up for link in last.links[1:])
+
+
+def test_a_training_host_runs_one_job_across_its_gpus() -> None:
+    sim = SimBackend("h", count=4)
+    sim.open()
+    sim.sample(T0)
+    jobs = {p.workload_id for procs in sim.processes().values() for p in procs}
+    assert len(jobs) == 1 and len(sim.processes()) == 4
