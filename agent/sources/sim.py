@@ -201,7 +201,10 @@ class SimBackend:
         for i in range(self.count):
             if self._state[i].lost or self._utilization_target(i, t) <= 0.0:
                 continue
-            job = 4000 + int((t + self._phase[i]) // 1800) % 1000
+            # Training is one job across the host's GPUs (what peer comparison groups by); the other
+            # patterns run a job per GPU, starting and stopping on that GPU's own cycle.
+            phase = self._phase[0] if self.pattern is LoadPattern.TRAINING else self._phase[i]
+            job = 4000 + int((t + phase) // 1800) % 1000
             out[i] = [
                 GpuProcessInfo(
                     pid=20000 + i,
