@@ -72,13 +72,15 @@ class AgentMetrics:
             if index < len(gpus):
                 xids.add_metric([*gpus[index], str(xid)], count)
         yield xids
-        # The GPU backend's own counters (NVML errors, time budgets, re-inits), where it keeps any.
-        counters = getattr(getattr(source, "gpu", None), "counters", None)
-        if callable(counters):
-            for name, help_text, value in counters():
-                family = CounterMetricFamily(name, help_text, labels=["host"])
-                family.add_metric(host, value)
-                yield family
+        # The GPU backend's own counters (NVML errors, time budgets, re-inits) and the spool's (drops,
+        # damage), where they keep any.
+        for part in ("gpu", "spool"):
+            counters = getattr(getattr(source, part, None), "counters", None)
+            if callable(counters):
+                for name, help_text, value in counters():
+                    family = CounterMetricFamily(name, help_text, labels=["host"])
+                    family.add_metric(host, value)
+                    yield family
 
 
 def _family(

@@ -493,6 +493,25 @@ class DiskSpool:
             drops, self._drops = self._drops, []
             return drops
 
+    def counters(self) -> list[tuple[str, str, float]]:
+        """The spool's own counters for the agent's /metrics: (name without _total, help, value)."""
+        st = self.stats
+        return [
+            ("gpulse_agent_spool_appended_records", "Records appended to the spool.", st.appended),
+            (
+                "gpulse_agent_spool_dropped_records",
+                "Records dropped unsent to stay within the spool budget (bytes or age), oldest first.",
+                st.dropped_records,
+            ),
+            ("gpulse_agent_spool_dropped_bytes", "Bytes dropped unsent to stay within the budget.", st.dropped_bytes),
+            (
+                "gpulse_agent_spool_corrupt_records",
+                "Damaged or torn records found at start, skipped and reported.",
+                st.corrupt_records,
+            ),
+            ("gpulse_agent_spool_write_errors", "Spool writes that failed and were retried.", st.write_errors),
+        ]
+
     @property
     def size_bytes(self) -> int:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +69,21 @@ def test_served_over_http_and_stopped() -> None:
         stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_the_spools_drops_and_damage_are_counted_on_the_agent_too(tmp_path: Path) -> None:
+    from agent.spool.disk import DiskSpool, DiskSpoolConfig
+
+    source = FakeSampler()
+    spool = DiskSpool(tmp_path, DiskSpoolConfig(max_bytes=65536, segment_bytes=4096))
+    try:
+        spool.open_epoch(pb.Hello(host_id="node-x", boot_id="boot-a", protocol_version=1))
+        for _ in range(400):
+            spool.append(pb.AgentMessage(batch=pb.Batch(frames=[pb.Frame(unix_ns=1, values=[1.0] * 64)])))
+        source.spool = spool  # type: ignore[attr-defined]
+        text = render(source)
+    finally:
+        spool.close()
+    assert metric_value(text, "gpulse_agent_spool_appended_records_total", host="node-x") == 400
+    dropped = metric_value(text, "gpulse_agent_spool_dropped_records_total", host="node-x")
+    assert dropped is not None and dropped == spool.stats.dropped_records > 0
