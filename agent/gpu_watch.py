@@ -58,6 +58,8 @@ class GpuWatch:
                 )
             elif kind == "gpu_lost":
                 self.checker.mark_lost(event.gpu_lost.gpu_index, event.gpu_lost.reason)
+            elif kind == "inventory":
+                self.checker.mark_back(event.inventory.gpu.index)  # only a GPU that answers has an inventory
         out = []
         for info in self.gpus:
             if info.index >= len(values):

@@ -106,6 +106,10 @@ class HealthChecker:
     def mark_lost(self, gpu: int, reason: str) -> None:
         self._mem(gpu).lost = reason or "GPU lost"
 
+    def mark_back(self, gpu: int) -> None:
+        """The GPU answers again (after a reset or driver reload); its other checks speak for it."""
+        self._mem(gpu).lost = ""
+
     def evaluate(self, info: GpuInfo, t: float, row: Values) -> GpuHealth:
         """This GPU's health from its latest row (NaN: not read, so that check says nothing)."""
         mem = self._mem(info.index)

@@ -635,14 +635,15 @@ class NvmlBackend:
                 old.lost = True
                 kept.append(old)
                 continue
-            if _identity(g.info) != _identity(old.info):
+            changed = _identity(g.info) != _identity(old.info)
+            if changed or old.lost:
+                # A GPU lost before the reload that answers again is back: say so, so it is not lost forever.
+                what = "changed after driver reload" if changed else "answering again after driver reload"
                 with self._events_lock:
                     self._events.append(
                         pb.Event(
                             unix_ns=self.clock(),
-                            inventory=pb.InventoryChangeEvent(
-                                gpu=gpu_inventory(g.info), what="changed after driver reload"
-                            ),
+                            inventory=pb.InventoryChangeEvent(gpu=gpu_inventory(g.info), what=what),
                         )
                     )
             kept.append(g)

@@ -133,3 +133,14 @@ def test_a_training_host_runs_one_job_across_its_gpus() -> None:
     sim.sample(T0)
     jobs = {p.workload_id for procs in sim.processes().values() for p in procs}
     assert len(jobs) == 1 and len(sim.processes()) == 4
+
+
+def test_a_gpu_back_after_a_reload_returns_to_its_checks_verdict() -> None:
+    sim = SimBackend("h", count=2)
+    watch = GpuWatch(sim.open(), sim.field_ids)
+    lost = pb.Event(unix_ns=T0, gpu_lost=pb.GpuLostEvent(gpu_index=1, reason="fallen off the bus"))
+    events = watch.observe(T0, sim.sample(T0), [lost])
+    assert [e.health.status for e in events if e.health.gpu_index == 1] == [pb.HEALTH_FAIL]
+    back = pb.Event(unix_ns=T0 + 10**9, inventory=pb.InventoryChangeEvent(gpu=pb.GpuInventory(index=1)))
+    events = watch.observe(T0 + 10**9, sim.sample(T0 + 10**9), [back])
+    assert [(e.health.status, e.health.previous) for e in events] == [(pb.HEALTH_OK, pb.HEALTH_FAIL)]

@@ -140,3 +140,10 @@ def test_tracker_sends_the_first_status_and_then_only_changes() -> None:
     assert change is not None and change.health.status == pb.HEALTH_WARN
     back = tracker.update(0, c.evaluate(INFO, 4.0, row()), 5)
     assert back is not None and back.health.status == pb.HEALTH_OK and back.health.previous == pb.HEALTH_WARN
+
+
+def test_a_lost_gpu_that_answers_again_is_judged_by_its_checks() -> None:
+    c = HealthChecker(IDS)
+    c.mark_lost(0, "GPU has fallen off the bus")
+    c.mark_back(0)
+    assert c.evaluate(INFO, 0.0, row()).status == pb.HEALTH_OK

@@ -390,3 +390,18 @@ def test_the_backends_own_counters_reach_the_agents_metrics(fake: FakeNvml) -> N
     assert metric_value(text, "gpulse_agent_nvml_read_budget_exceeded_total", host="node-x") == 1
     assert metric_value(text, "gpulse_agent_nvml_calls_total", host="node-x") > 0
     b.close()
+
+
+def test_a_gpu_lost_before_a_driver_reload_that_answers_again_is_reported_back(fake: FakeNvml) -> None:
+    b = backend(fake, init_retry_s=0.0)
+    fake.gpus[1].lost = True
+    b.sample(time.time_ns())
+    assert [e.gpu_lost.gpu_index for e in b.drain_events() if e.WhichOneof("kind") == "gpu_lost"] == [1]
+    fake.gpus[1].lost = False  # the GPU was reset and the driver reloaded
+    fake.driver_unloaded = True
+    b.sample(time.time_ns())
+    rows = b.sample(time.time_ns())
+    back = [e.inventory for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
+    assert [(c.gpu.index, c.what) for c in back] == [(1, "answering again after driver reload")]
+    assert rows[1, col("utilization")] == pytest.approx(0.97)
+    b.close()

@@ -90,3 +90,13 @@ def test_failing_health_checks_are_named_and_vanish_when_they_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     store.set_health(record, 1, pb.HEALTH_OK, [])
     assert "gpulse_gpu_health_reason" not in render(store)
+
+
+def test_an_inventory_from_a_lost_gpu_means_it_is_back() -> None:
+    store = FleetStore()
+    registered(store)
+    record = store.hosts["h"]
+    store.mark_lost(record, 0)
+    assert 'gpulse_gpu_lost{host="h",gpu="0",uuid="GPU-0",model="H100"} 1' in render(store)
+    store.update_gpu(record, pb.GpuInventory(index=0, uuid="GPU-0", name="H100", driver_version="550.90.07"))
+    assert 'gpulse_gpu_lost{host="h",gpu="0",uuid="GPU-0",model="H100"} 0' in render(store)
