@@ -210,6 +210,7 @@ class FleetStore:
         meta.driver_version, meta.vbios_version = inv.driver_version, inv.vbios_version
         meta.unsupported = frozenset(inv.unsupported_field_ids)
         record.hello.gpus[inv.index].CopyFrom(inv)
+        self.gpu_lost[meta.row] = False  # it answered NVML: whatever was lost is back
         self.generation += 1  # label caches rebuild
 
     def set_nvlink(self, record: HostRecord, gpu_index: int, links: list[pb.NvlinkLink]) -> None:
