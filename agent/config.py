@@ -75,6 +75,7 @@ class AgentConfig:
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
     log_level: str = "info"
     max_in_flight: int = 512  # unacknowledged records on the wire before the shipper waits
+    rehome_after: float = 300.0  # seconds on a failover collector before trying the preferred one again; 0: stay
     metrics_listen: str = ""  # [metrics] listen: 'host:port' of an optional local /metrics; "" is off
     spool: SpoolConfig = field(default_factory=SpoolConfig)
 
@@ -204,6 +205,9 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
     if not targets or not all(isinstance(t, str) and ":" in t for t in targets):
         raise collector.error("targets", "must be a non-empty list of 'host:port' strings")
     server_name = collector.get("server_name", str, "")
+    rehome_after = collector.get("rehome_after", float, 300.0)
+    if rehome_after < 0:
+        raise collector.error("rehome_after", f"must be 0 (never) or a number of seconds, got {rehome_after}")
     collector.finish()
     tls = root.section("tls")
     tls_files = TlsFiles(tls.require("ca", Path), tls.require("cert", Path), tls.require("key", Path))
@@ -230,6 +234,7 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         backoff=_backoff(root.section("backoff")),
         log_level=level,
         max_in_flight=root.get("max_in_flight", int, 512),
+        rehome_after=rehome_after,
         metrics_listen=_metrics_listen(root.section("metrics")),
         spool=_spool(root.section("spool")),
     )

@@ -111,6 +111,7 @@ def build_agent(
         server_name=config.server_name,
         max_in_flight=config.max_in_flight,
         credentials_changed=watched.changed if watched is not None else None,
+        rehome_after=config.rehome_after,
     )
     return sampler, shipper
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,10 @@ log = structlog.get_logger("gpulse.agent.shipper")
 
 class StreamRefused(Exception):
     """The collector answered the Hello with something other than a Welcome."""
+
+
+class Rehome(Exception):
+    """Long enough on a failover collector: end this stream and try the preferred one again."""
 
 
 class CredentialsRotated(Exception):
@@ -65,6 +70,8 @@ class Shipper:
         rng: random.Random | None = None,
         credentials_changed: Callable[[], bool] | None = None,
         rotation_check_seconds: float = 1.0,
+        rehome_after: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool = spool
         self.targets = targets
@@ -77,6 +84,11 @@ class Shipper:
         self.connected = asyncio.Event()
         self.credentials_changed = credentials_changed or (lambda: False)
         self.rotation_check_seconds = rotation_check_seconds
+        # Targets come ranked (agent/placement.py); off the first one, go back to it now and then, so
+        # a collector that returns after an outage or upgrade gets its hosts back.
+        self.rehome_after = rehome_after
+        self.monotonic = monotonic
+        self._rehome_at: float | None = None
         self.acked_seq: dict[str, int] = {}  # per boot id: what the collector has acknowledged
 
     def _ack(self, boot_id: str, seq: int) -> None:
@@ -105,8 +117,14 @@ class Shipper:
         target_index, attempt = 0, 0
         while True:
             target = self.targets[target_index % len(self.targets)]
+            preferred = target_index % len(self.targets) == 0
+            self._rehome_at = None if preferred or not self.rehome_after else self.monotonic() + self.rehome_after
             try:
                 progressed = await self._session(target)
+            except Rehome:
+                log.info("trying the preferred collector again", target=self.targets[0], leaving=target)
+                target_index, attempt = 0, 0
+                continue
             except CredentialsRotated:
                 log.info("certificate files changed; reconnecting with the new identity", target=target)
                 self.stats.errors["credentials_rotated"] = self.stats.errors.get("credentials_rotated", 0) + 1
@@ -220,6 +238,13 @@ class Shipper:
                         task.cancel()
                     if self.credentials_changed():
                         raise CredentialsRotated()
+                    if self._rehome_at is not None and self.monotonic() >= self._rehome_at:
+                        # End cleanly rather than cancel: the collector sends its last ack and lets the host go.
+                        await call.done_writing()
+                        await asyncio.wait([reader], timeout=2.0)
+                        if reader.done() and not reader.cancelled():
+                            reader.exception()  # the collector closing the stream is the expected end here
+                        raise Rehome()
                     continue
                 for record in batch:
                     if record.seq not in resent:

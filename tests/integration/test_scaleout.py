@@ -1,4 +1,4 @@
-"""Two collectors, agents spread over them by rendezvous hashing, and failover when one dies."""
+"""Two collectors, agents spread over them by rendezvous hashing, failover when one dies, return when it is back."""
 
 from __future__ import annotations
 
@@ -37,7 +37,15 @@ def test_agents_spread_by_rendezvous_and_fail_over(tmp: Path, test_pki: Pki, ser
     homes = _hosts_for(targets, per_target=2)
     for host in homes:
         services.append(
-            start_agent(tmp, test_pki, host, targets, collector={"server_name": ""}, sim={"count": 1}, interval=0.25)
+            start_agent(
+                tmp,
+                test_pki,
+                host,
+                targets,
+                collector={"server_name": "", "rehome_after": 2.0},
+                sim={"count": 1},
+                interval=0.25,
+            )
         )
 
     def all_home() -> bool:
@@ -57,3 +65,12 @@ def test_agents_spread_by_rendezvous_and_fail_over(tmp: Path, test_pki: Pki, ser
     orphans = [h for h, home in homes.items() if home == c1.target]
     wait_for(lambda: all(_serving(c2, h) for h in orphans), timeout=30, what="c1's hosts failing over to c2")
     assert metric_value(c2.metrics(), "gpulse_collector_connected_agents") == len(homes)
+
+    # c1 comes back (same address): its hosts return to it; c2's own hosts never moved.
+    c1.start().wait_ready()
+    wait_for(lambda: all(_serving(c1, h) for h in orphans), timeout=30, what="c1's hosts going home")
+    wait_for(
+        lambda: metric_value(c2.metrics(), "gpulse_collector_connected_agents") == len(homes) - len(orphans),
+        timeout=15,
+        what="c2 back to its own shard",
+    )
