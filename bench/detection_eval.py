@@ -1,7 +1,7 @@
 """Detection quality: the scenario library scored for recall, precision and latency, and false alerts on healthy fleets.
 
-    .venv/bin/python -m bench.detection_eval                          # the default library, ~1 min on 2 cores
-    .venv/bin/python -m bench.detection_eval --seeds 3 --healthy-gpu-days 1000 --jobs 16   # the full run
+    .venv/bin/python -m bench.detection_eval                      # the library once, 1 healthy GPU-day
+    .venv/bin/python -m bench.detection_eval --seeds 3 --healthy-gpu-days 200   # the figures in BENCHMARKS.md
 
 Every scenario is a fleet of simulated hosts (sim H100s, seeded) with mixed load — steady training
 with checkpoint dips, jobs that start and stop, bursty request-driven load, a sinusoidal inference
@@ -173,13 +173,12 @@ def library(seeds: int) -> list[Scenario]:
     return out
 
 
-def healthy(gpu_days: float, *, hours_per_run: float = 2.0) -> list[Scenario]:
-    """Fault-free fleets adding up to ``gpu_days``, in runs of a few simulated hours."""
-    per_run = Scenario(None, 0.0, 0, hosts=8, gpus=8, warmup=0.0, after=hours_per_run * 3600.0)
-    runs = max(1, math.ceil(gpu_days * DAY / (per_run.hosts * per_run.gpus * per_run.after)))
+def healthy(gpu_days: float, *, hours_per_run: float = 2.0, hosts: int = 8, gpus: int = 8) -> list[Scenario]:
+    """Fault-free fleets adding up to ``gpu_days``, in runs of up to a few simulated hours each."""
+    seconds = min(hours_per_run * 3600.0, gpu_days * DAY / (hosts * gpus))
+    runs = max(1, math.ceil(gpu_days * DAY / (hosts * gpus * seconds)))
     return [
-        Scenario(None, 0.0, seed=10_000 + i, hosts=8, gpus=8, warmup=0.0, after=hours_per_run * 3600.0)
-        for i in range(runs)
+        Scenario(None, 0.0, seed=10_000 + i, hosts=hosts, gpus=gpus, warmup=0.0, after=seconds) for i in range(runs)
     ]
 
 
@@ -265,7 +264,7 @@ def table(summary: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=1, help="scenarios per fault kind and severity")
-    parser.add_argument("--healthy-gpu-days", type=float, default=2.0)
+    parser.add_argument("--healthy-gpu-days", type=float, default=1.0)
     parser.add_argument("--jobs", type=int, default=multiprocessing.cpu_count())
     parser.add_argument("--only", default="", help="comma-separated fault kinds to run (default: all)")
     parser.add_argument("--json", default="", help="also write the summary here")
