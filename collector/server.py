@@ -175,14 +175,16 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 record.host_id, "malformed", grpc.StatusCode.INVALID_ARGUMENT, f"undecodable message: {exc}"
             )
         finally:
+            # Bookkeeping before any await: when the agent cancels the call, gRPC cancels this task
+            # again while it waits here, and whatever came after that wait would never run.
             acker.cancel()
             self._acks.close(ack_slot)
-            await asyncio.gather(acker, return_exceptions=True)
             self.metrics.connected_agents.dec()
             if self._active.get(record.host_id) is token:
                 del self._active[record.host_id]
                 record.connected = False
             log.info("agent disconnected", host_id=record.host_id)
+            await asyncio.gather(acker, return_exceptions=True)
         # The stream may already be gone; if so the next Welcome carries the same number.
         with contextlib.suppress(Exception):
             await self.progress.flush()

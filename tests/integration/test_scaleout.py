@@ -74,3 +74,18 @@ def test_agents_spread_by_rendezvous_and_fail_over(tmp: Path, test_pki: Pki, ser
         timeout=15,
         what="c2 back to its own shard",
     )
+
+
+def test_a_killed_agent_leaves_its_collectors_shard_at_once(tmp: Path, test_pki: Pki, services: list[Service]) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    agent = start_agent(tmp, test_pki, "gpu-gone", [collector.target], sim={"count": 1}, interval=0.25)
+    services.append(agent)
+    wait_for(lambda: _serving(collector, "gpu-gone"), what="the agent streaming")
+    assert metric_value(collector.metrics(), "gpulse_collector_connected_agents") == 1
+    agent.kill()  # the stream is cut, not closed: the collector must still notice (not wait for keepalive)
+    wait_for(
+        lambda: metric_value(collector.metrics(), "gpulse_collector_connected_agents") == 0,
+        timeout=5,
+        what="the collector letting the stream go",
+    )
