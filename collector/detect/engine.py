@@ -179,6 +179,7 @@ class DetectionEngine:
         self.model_ids: IntArray = np.zeros(0, dtype=np.int64)
         self.job_ids: IntArray = np.zeros(0, dtype=np.int64)
         self.last_tick: float | None = None
+        self.paused = False  # [detect] enabled = false: rules are checked but nothing is evaluated
         self.load(self.rule_paths)
 
     # -- rules -------------------------------------------------------------------------------------
@@ -257,6 +258,8 @@ class DetectionEngine:
         return None  # values are read from the store on the tick
 
     def event_applied(self, record: HostRecord, event: pb.Event) -> None:
+        if self.paused:
+            return
         kind = event.WhichOneof("kind")
         now = self.clock()
         if kind == "xid":

@@ -34,6 +34,7 @@ class DetectionService:
             baseline=BaselineDetector(half_life=config.baseline_half_life),
             reload_check_interval=config.reload_check_interval,
         )
+        self.engine.paused = not config.enabled
         registry.register(DetectionCollector(self.engine))
         self._task: asyncio.Task[None] | None = None
 

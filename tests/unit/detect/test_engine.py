@@ -313,3 +313,11 @@ def test_thermal_scores_are_exported() -> None:
     registry.register(DetectionCollector(fleet.engine))
     text = generate_latest(registry).decode()
     assert metric_value(text, "gpulse_detect_thermal_score", host="a", gpu="2", signal="temperature") is not None
+
+
+def test_a_paused_engine_ignores_events() -> None:
+    fleet = Fleet()
+    fleet.add_host("a")
+    fleet.engine.paused = True
+    fleet.event("a", pb.Event(xid=pb.XidEvent(gpu_index=0, xid=79, count=1)))
+    assert fleet.sink.pushes == [] and fleet.engine.stats.immediate_evaluations == 0
