@@ -60,7 +60,7 @@ async def serve(mode: str, port: int, pki_dir: Path) -> None:
     import grpc
 
     from collector.selfmetrics import CollectorMetrics
-    from collector.server import TelemetryService
+    from collector.server import TelemetryService, add_telemetry_service
     from collector.store import FleetStore
     from gpulse.tls import TlsFiles, server_credentials
     from gpulse.transport import server_options
@@ -80,7 +80,10 @@ async def serve(mode: str, port: int, pki_dir: Path) -> None:
     else:
         service = NullSink(observer, pb)
     server = grpc.aio.server(options=server_options())
-    pb_grpc.add_TelemetryServicer_to_server(service, server)
+    if isinstance(service, TelemetryService):
+        add_telemetry_service(service, server)  # as the collector registers it: size checked before parsing
+    else:
+        pb_grpc.add_TelemetryServicer_to_server(service, server)
     tls = TlsFiles(pki_dir / "ca.pem", pki_dir / "collectors/collector.pem", pki_dir / "collectors/collector-key.pem")
     server.add_secure_port(f"127.0.0.1:{port}", server_credentials(tls))
     await server.start()
