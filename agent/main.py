@@ -112,6 +112,7 @@ def build_agent(
         max_in_flight=config.max_in_flight,
         credentials_changed=watched.changed if watched is not None else None,
         rehome_after=config.rehome_after,
+        diagnose=watched.diagnose if watched is not None else None,
     )
     return sampler, shipper
 
@@ -128,14 +129,12 @@ async def run(
     stop_metrics = serve_metrics(sampler, config.metrics_listen) if config.metrics_listen else None
     if lifecycle is not None and reload_config is not None:
         lifecycle.on_reload(lambda: reload_agent(reload_config, shipper))
+    status = asyncio.create_task(publish_status(config.state_dir / STATUS_FILE, sampler, shipper))
     try:
-        status = asyncio.create_task(publish_status(config.state_dir / STATUS_FILE, sampler, shipper))
-        try:
-            await run_agent(sampler, shipper, stop, lifecycle)
-        finally:
-            status.cancel()
-            await asyncio.gather(status, return_exceptions=True)
+        await run_agent(sampler, shipper, stop, lifecycle)
     finally:
+        status.cancel()
+        await asyncio.gather(status, return_exceptions=True)
         if stop_metrics is not None:
             stop_metrics()
 

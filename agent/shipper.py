@@ -72,6 +72,7 @@ class Shipper:
         rotation_check_seconds: float = 1.0,
         rehome_after: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
+        diagnose: Callable[[], object] | None = None,
     ) -> None:
         self.spool = spool
         self.targets = targets
@@ -83,6 +84,7 @@ class Shipper:
         self.stats = ShipperStats()
         self.connected = asyncio.Event()
         self.credentials_changed = credentials_changed or (lambda: False)
+        self.diagnose = diagnose  # explains a connection failure caused by our own identity
         self.rotation_check_seconds = rotation_check_seconds
         # Targets come ranked (agent/placement.py); off the first one, go back to it now and then, so
         # a collector that returns after an outage or upgrade gets its hosts back.
@@ -150,6 +152,8 @@ class Shipper:
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code().name
             message = f"{code}: {exc.details()}"
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and self.diagnose is not None:
+                self.diagnose()
         else:
             code, message = type(exc).__name__, str(exc)
         self.stats.errors[code] = self.stats.errors.get(code, 0) + 1

@@ -8,8 +8,6 @@ import json
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +29,11 @@ class ApiError(Exception):
 
 
 def _call(url: str, method: str = "GET", body: Any = None, timeout: float = 10.0) -> Any:
+    # Imported here, not at the top: urllib.request pulls in ssl, and every `gpulse` process (the
+    # agent included) builds this command's parser.
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:

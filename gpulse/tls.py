@@ -10,8 +10,6 @@ from pathlib import Path
 
 import grpc
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 log = structlog.get_logger("gpulse.tls")
 
@@ -64,6 +62,9 @@ def fingerprint(files: TlsFiles) -> str:
 
 def validity_problem(cert_pem: bytes, now: dt.datetime) -> str:
     """Why a certificate cannot be used at ``now`` ("expired ...", "not valid before ..."), or ""."""
+    # Imported here: cryptography costs the agent ~10 MiB of RSS, and it needs it only to explain a failure.
+    from cryptography import x509
+
     cert = x509.load_pem_x509_certificate(cert_pem)
     if now < cert.not_valid_before_utc:
         return f"not valid before {cert.not_valid_before_utc.isoformat()}"
@@ -72,40 +73,53 @@ def validity_problem(cert_pem: bytes, now: dt.datetime) -> str:
     return ""
 
 
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def pair_problem(cert_pem: bytes, key_pem: bytes) -> str:
     """Why a certificate and key cannot be used together ("" if they can): unreadable, or not a pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         cert_key = x509.load_pem_x509_certificate(cert_pem).public_key()
         private = serialization.load_pem_private_key(key_pem, password=None)
     except ValueError as exc:
         return f"not valid PEM: {exc}"
-    if cert_key.public_bytes(*_SPKI) != private.public_key().public_bytes(*_SPKI):
+    if cert_key.public_bytes(*spki) != private.public_key().public_bytes(*spki):
         return "the key does not match the certificate"
     return ""
 
 
 class WatchedChannelCredentials:
-    """Channel credentials built from files on each call; ``changed()`` tells when they were rotated."""
+    """Channel credentials built from files on each call; ``changed()`` tells when they were rotated.
+
+    The certificate is parsed only when a connection fails (``diagnose``), never on the happy path.
+    """
 
     def __init__(self, files: TlsFiles, *, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.files = files
         self.now = now
         self._loaded = ""
+        self._reported = ""
 
     def __call__(self) -> grpc.ChannelCredentials:
         ca, cert, key = self.files.read()
         self._loaded = fingerprint(self.files)
-        try:
-            problem = validity_problem(cert, self.now())
-        except ValueError as exc:
-            raise OSError(f"TLS cert file {self.files.cert} is not a PEM certificate: {exc}") from None
-        if problem:
-            # The collector will refuse the handshake; say why here, where the operator looks first.
-            log.error("client certificate is unusable", cert=str(self.files.cert), problem=problem)
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def diagnose(self) -> str:
+        """After a failed connection: if our own certificate is why, log it once and return the reason."""
+        try:
+            cert = self.files.cert.read_bytes()
+            problem = validity_problem(cert, self.now())
+        except OSError as exc:
+            problem = f"unreadable: {exc.strerror}"
+        except ValueError as exc:
+            problem = f"not a PEM certificate: {exc}"
+        if problem and problem != self._reported:
+            # The collector refuses such a handshake without a reason; say why here, where the operator looks.
+            log.error("client certificate is unusable", cert=str(self.files.cert), problem=problem)
+        self._reported = problem
+        return problem
 
     def use(self, files: TlsFiles) -> None:
         """Switch to other paths (after a config reload); the next check reports a change."""
