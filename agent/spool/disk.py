@@ -51,7 +51,7 @@ _EPOCH_DIR = re.compile(r"^(\d{20})-([A-Za-z0-9._-]{1,128})$")
 _SEGMENT = re.compile(r"^(\d{20})\.seg$")
 
 
-class SpoolLocked(Exception):
+class SpoolLocked(OSError):
     """Another agent holds this spool directory."""
 
 

@@ -45,3 +45,20 @@ def test_agent_reconnects_when_collector_comes_back(tmp: Path, test_pki: Pki, se
     services.append(restarted)
     wait_for(lambda: metric_value(restarted.metrics(), "gpulse_host_up", host="node-r") == 1, what="reconnect")
     assert agent.running
+
+
+def test_second_agent_on_the_same_spool_exits_with_a_clear_error(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    first = start_agent(tmp, test_pki, "node-s", [collector.target])
+    services.append(first)
+    wait_for(lambda: metric_value(collector.metrics(), "gpulse_host_up", host="node-s") == 1, what="first agent")
+    second = start_agent(tmp, test_pki, "node-s", [collector.target])  # same config, same state_dir
+    services.append(second)
+    assert second.process is not None
+    assert second.process.wait(20) == 1
+    assert "is in use by another agent" in second.log()
+    assert "Traceback" not in second.log()
+    assert first.running
