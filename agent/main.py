@@ -24,8 +24,12 @@ from agent.spool.disk import DiskSpool, DiskSpoolConfig
 from agent.spool.memory import MemorySpool
 from agent.status import STATUS_FILE, publish_status
 from gpulse import logs
+from gpulse.heap import release_after_start
 from gpulse.runtime import Lifecycle
 from gpulse.tls import WatchedChannelCredentials, channel_credentials
+
+# How long start-up may take before the heap is released without waiting for a collector.
+STARTUP_TIMEOUT_S = 30.0
 
 
 def make_gpu_backend(config: AgentConfig) -> GpuBackend | None:
@@ -130,11 +134,17 @@ async def run(
     if lifecycle is not None and reload_config is not None:
         lifecycle.on_reload(lambda: reload_agent(reload_config, shipper))
     status = asyncio.create_task(publish_status(config.state_dir / STATUS_FILE, sampler, shipper))
+    # Start-up's freed heap would otherwise stay resident for the agent's whole life: give it back once
+    # the first stream is open and the first frames are through.
+    release = asyncio.create_task(
+        release_after_start(shipper.connected, give_up_after=STARTUP_TIMEOUT_S, settle=2 * config.interval)
+    )
     try:
         await run_agent(sampler, shipper, stop, lifecycle)
     finally:
         status.cancel()
-        await asyncio.gather(status, return_exceptions=True)
+        release.cancel()
+        await asyncio.gather(status, release, return_exceptions=True)
         if stop_metrics is not None:
             stop_metrics()
 

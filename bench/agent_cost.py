@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.kit import Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 FLOOR = """
@@ -80,6 +78,10 @@ def main() -> None:
     if sys.argv[1:2] == ["fake-nvml-agent"]:
         run_fake_nvml_agent(Path(sys.argv[2]), int(sys.argv[3]))
         return
+    # The harness is imported here, not at the top, so the fake-nvml agent process (this module's other
+    # entry point) does not carry the test kit's imports (cryptography, urllib) in the memory measured.
+    from tests.kit import Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("sim", "fake-nvml"), default="sim")
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
-from gpulse import __version__, logs, silences
+from gpulse import __version__, logs
 from gpulse.configfile import ConfigError
 from gpulse.runtime import run_service, run_until_signalled
 
@@ -102,7 +103,8 @@ def _cmd_top(args: argparse.Namespace) -> int:
     return run(args.url, interval=args.interval, once=args.once)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `gpulse` parser; with ``command``, only that command's module is loaded among the external ones."""
     parser = argparse.ArgumentParser(prog="gpulse", description="GPU fleet telemetry and health monitoring.")
     parser.add_argument("--version", action="version", version=f"gpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,21 +164,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, nargs="?")
     p.set_defaults(func=_cmd_check_config)
 
-    from agent.sources.sim_faults import add_parser as add_sim_fault
-    from gpulse.gpusmoke import add_parser as add_gpu_smoke
-
-    add_gpu_smoke(sub)
-    add_sim_fault(sub)
-
-    from gpulse.trace_commands import add_commands as add_trace_commands
-
-    add_trace_commands(sub)  # record, backtest
-    silences.add_parser(sub)
+    for registrar in _registrars(command):
+        module, _, function = registrar.partition(":")
+        getattr(importlib.import_module(module), function)(sub)
     return parser
 
 
+# Commands that register themselves from their own modules ("module:function"). Each module is
+# imported only when its command runs (or for the full help), so a long-running `gpulse agent` does
+# not keep in memory the code of commands it never runs.
+EXTERNAL_COMMANDS = {
+    "gpu-smoke": "gpulse.gpusmoke:add_parser",
+    "sim-fault": "agent.sources.sim_faults:add_parser",
+    "record": "gpulse.trace_commands:add_commands",
+    "backtest": "gpulse.trace_commands:add_commands",
+    "silence": "gpulse.silences:add_parser",
+}
+BUILT_IN_COMMANDS = ("agent", "collector", "demo", "top", "pki", "check-config")
+
+
+def _registrars(command: str | None) -> list[str]:
+    """What must register its commands to parse ``command``: nothing for a built-in one, all when unknown."""
+    if command in BUILT_IN_COMMANDS:
+        return []
+    if command in EXTERNAL_COMMANDS:
+        return [EXTERNAL_COMMANDS[command]]
+    return list(dict.fromkeys(EXTERNAL_COMMANDS.values()))
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option (the top level has no valued options)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_of(argv)).parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
