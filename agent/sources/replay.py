@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
@@ -16,8 +17,10 @@ import structlog
 from agent.records import GpuInfo, GpuProcessInfo, Values
 from agent.sources.gpu import BackendUnavailable
 from gpulse.configfile import Section
-from gpulse.trace import TraceError, TraceEvent, TraceFrame, TraceHost, read_trace
 from protos import telemetry_pb2 as pb
+
+if TYPE_CHECKING:
+    from gpulse.trace import TraceEvent, TraceFrame, TraceHost
 
 log = structlog.get_logger("gpulse.agent.replay")
 
@@ -63,6 +66,10 @@ class ReplayBackend:
         return self._field_ids
 
     def open(self) -> list[GpuInfo]:
+        # Imported here: every agent imports this module for its [replay] config, and only one that
+        # replays needs the trace reader (and protobuf's JSON mapping, which it loads).
+        from gpulse.trace import TraceError, TraceFrame, TraceHost, read_trace
+
         try:
             header, records = read_trace(self.path)
             chosen: TraceHost | None = None
