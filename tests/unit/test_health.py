@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -147,3 +148,25 @@ def test_a_lost_gpu_that_answers_again_is_judged_by_its_checks() -> None:
     c.mark_lost(0, "GPU has fallen off the bus")
     c.mark_back(0)
     assert c.evaluate(INFO, 0.0, row()).status == pb.HEALTH_OK
+
+
+def test_counter_history_is_bounded_by_the_window_and_small() -> None:
+    # The agent keeps every counter reading of the window for every GPU; held as Python tuples that
+    # is ~110 bytes a reading, which over GPUs x counters x window/interval shows in its memory.
+    window_s, counters = 60, ("pcie_replay", "nvlink_crc_errors", "nvlink_replay_errors", "nvlink_recovery_errors")
+    c = HealthChecker(IDS, HealthThresholds(window_s=window_s))
+    rows = [row(**{name: 1000.0 + t for name in counters}) for t in range(10 * window_s)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for t in range(2 * window_s):
+            c.evaluate(INFO, float(t), rows[t])
+        full = tracemalloc.get_traced_memory()[0]
+        for t in range(2 * window_s, 10 * window_s):
+            c.evaluate(INFO, float(t), rows[t])
+        later = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    held = (window_s + 1) * len(counters)
+    assert full - before < 24 * held + 8192
+    assert later - full < 4096  # a window's worth, not the whole run
