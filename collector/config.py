@@ -6,11 +6,11 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.exporters.remote_write import RemoteWriteConfig
-from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.alerting.config import AlertingConfig
 from collector.alerting.config import parse as parse_alerting
 from collector.detect.config import DetectConfig, parse_detect
+from collector.exporters.remote_write import RemoteWriteConfig
+from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.exposition.fleet import FORMATS
 from collector.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
