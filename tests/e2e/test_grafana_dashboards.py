@@ -138,7 +138,8 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         {"kind": "xid", "gpu": 1, "at": 0.5, "xid": 79},
         {"kind": "nvlink_errors", "gpu": 0, "at": 0.5, "severity": 0.9},
     ]
-    services.append(start_agent(tmp, test_pki, "node-a", [collector.target], sim={"count": 2, "faults": faults}))
+    # Four GPUs running one job: enough peers (min_peers = 3) for the peer-score panels.
+    services.append(start_agent(tmp, test_pki, "node-a", [collector.target], sim={"count": 4, "faults": faults}))
     services.append(start_agent(tmp, test_pki, "node-b", [collector.target]))
 
     rules = tmp / "rules"
@@ -203,7 +204,7 @@ def check_dcgm_exporter_dashboard(prometheus: Prometheus) -> None:
     hostnames = prometheus.api("label/Hostname/values", **{"match[]": "DCGM_FI_DEV_FB_FREE"})
     assert sorted(hostnames) == ["node-a", "node-b"]
     gpus = prometheus.api("label/gpu/values", **{"match[]": 'DCGM_FI_DEV_FB_FREE{Hostname=~".+"}'})
-    assert sorted(gpus) == ["0", "1"]
+    assert sorted(gpus) == ["0", "1", "2", "3"]  # node-a has four GPUs, node-b two
     for panel in fixture["panels"]:
         result = prometheus.query(substitute(panel["expr"]))
         if "no_data_because" in panel:
