@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kit import free_port, http_get, wait_for
+from tests.kit import free_port, http_get, terminate, wait_for
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
@@ -42,13 +42,7 @@ class Alertmanager:
         return (self.directory / "alertmanager.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        terminate(self.process)
 
 
 def start_alertmanager(directory: Path, config: dict[str, Any] | None = None) -> Alertmanager:

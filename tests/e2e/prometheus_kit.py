@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kit import free_port, http_get, wait_for
+from tests.kit import free_port, http_get, terminate, wait_for
 
 PROMETHEUS = "/usr/bin/prometheus"
 
@@ -41,13 +41,7 @@ class Prometheus:
         return (self.directory / "prometheus.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        terminate(self.process)
 
 
 def start_prometheus(directory: Path, config: dict[str, Any], *flags: str, port: int = 0) -> Prometheus:
