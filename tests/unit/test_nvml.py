@@ -309,8 +309,17 @@ def test_xids_come_from_the_kernel_log_where_nvml_events_are_unsupported(fake: F
     b.close()
 
 
-def test_constructs_with_no_arguments() -> None:
-    NvmlBackend().close()  # agent.main and gpulse.demo build it this way
+def test_constructs_with_no_arguments_over_the_real_bindings() -> None:
+    backend = NvmlBackend()  # agent.main and gpulse.demo build it this way
+    try:
+        gpus = backend.open()
+    except BackendUnavailable as exc:  # no driver here: a clear startup error, not a traceback
+        assert "libnvidia-ml.so.1 was not found" in str(exc)
+    else:  # a machine with the NVIDIA driver
+        assert gpus and all(g.uuid.startswith(("GPU-", "MIG-")) for g in gpus)
+    finally:
+        backend.close()
+        backend.close()  # safe twice
 
 
 def test_per_link_nvlink_state_is_sent_at_start_and_when_it_changes(fake: FakeNvml) -> None:
