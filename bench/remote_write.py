@@ -10,12 +10,11 @@ serialises them; both include snappy. CPU seconds of this process, best of ``--r
 from __future__ import annotations
 
 import argparse
-import time
 
 import cramjam
 import numpy as np
 
-from bench.exposition import NOW_NS, simulated_fleet
+from bench.exposition import NOW_NS, best_of, simulated_fleet
 from collector.exporters.remote_write import PendingFrame, SeriesTable, decode_write_request, encode_write_request
 from protos import remote_write_pb2 as rw
 
@@ -29,16 +28,6 @@ def library_encode(frames: list[PendingFrame]) -> bytes:
             series.labels.extend(rw.Label(name=n, value=v) for n, v in frame.series.labels[i])
             series.samples.add(value=value, timestamp=frame.timestamp_ms)
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
-
-
-def best_cpu(repeat: int, fn: object) -> float:
-    assert callable(fn)
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        fn()
-        best = min(best, time.process_time() - started)
-    return best
 
 
 def main() -> None:
@@ -57,8 +46,8 @@ def main() -> None:
     ours_body, samples = encode_write_request(frames)
     theirs_body = library_encode(frames)
     assert decode_write_request(ours_body) == decode_write_request(theirs_body), "the two encodings differ"
-    ours = best_cpu(args.repeat, lambda: encode_write_request(frames))
-    theirs = best_cpu(args.repeat, lambda: library_encode(frames))
+    ours = best_of(args.repeat, lambda: encode_write_request(frames))
+    theirs = best_of(args.repeat, lambda: library_encode(frames))
     print(f"{args.hosts} frames ({args.hosts} hosts x {args.gpus} GPUs), {samples} samples")
     print(f"gpulse encoder:   {ours * 1e3:8.1f} ms  {samples / ours / 1e6:6.2f} M samples/s")
     print(f"protobuf library: {theirs * 1e3:8.1f} ms  {samples / theirs / 1e6:6.2f} M samples/s")

@@ -1,8 +1,8 @@
 """The gRPC side of the collector: checks who is streaming, then applies their records to the store.
 
 Each stream is bound to the host named in its client certificate. Records are processed in
-arrival order and acknowledged by a small background task, a few times a second, with the highest
-contiguous sequence processed; a record already processed is skipped, so replays are harmless.
+arrival order; a shared ticker (collector/acks.py) acknowledges the highest contiguous sequence that
+is processed and durable; a record already processed is skipped, so replays are harmless.
 """
 
 from __future__ import annotations
@@ -115,10 +115,14 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.monotonic = monotonic
         self._buckets: dict[str, TokenBucket] = {}
 
+    def _note_refusal(self, refusal: _Refused, **where: str) -> _Refused:
+        """Every refusal is counted by reason and logged with what was wrong."""
+        self.metrics.streams_refused.labels(refusal.reason).inc()
+        log.warning("stream refused", **where, reason=refusal.reason, error=str(refusal))
+        return refusal
+
     def _refuse_midstream(self, host_id: str, reason: str, code: grpc.StatusCode, message: str) -> _Refused:
-        self.metrics.streams_refused.labels(reason).inc()
-        log.warning("stream refused", host_id=host_id, reason=reason, error=message)
-        return _Refused(code, reason, message)
+        return self._note_refusal(_Refused(code, reason, message), host_id=host_id)
 
     def _bucket(self, host_id: str) -> TokenBucket:
         bucket = self._buckets.get(host_id)
@@ -133,8 +137,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         try:
             record, progress, identity = await self._open(request_iterator, context)
         except _Refused as refusal:
-            self.metrics.streams_refused.labels(refusal.reason).inc()
-            log.warning("stream refused", peer=context.peer(), reason=refusal.reason, error=str(refusal))
+            self._note_refusal(refusal, peer=context.peer())
             await context.abort(refusal.code, str(refusal))
             return
         token = object()
