@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
-from tests.kit import free_port, http_get, terminate, wait_for
+from tests.e2e.binaries import launch, wait_ready
+from tests.kit import free_port, http_get, terminate
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
@@ -46,31 +43,19 @@ class Alertmanager:
 
 
 def start_alertmanager(directory: Path, config: dict[str, Any] | None = None) -> Alertmanager:
-    if shutil.which(ALERTMANAGER) is None:
-        pytest.fail("the alertmanager binary is required (Debian package prometheus-alertmanager)")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "alertmanager.yml").write_text(yaml.safe_dump(config or QUIET_CONFIG))
     port = free_port()
-    log = (directory / "alertmanager.log").open("ab")
-    process = subprocess.Popen(
+    process = launch(
+        ALERTMANAGER,
+        "prometheus-alertmanager",
+        directory,
+        "alertmanager",
+        config or QUIET_CONFIG,
         [
-            ALERTMANAGER,
-            f"--config.file={directory / 'alertmanager.yml'}",
             f"--storage.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",  # no gossip: one standalone instance on loopback
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=directory,
     )
     alertmanager = Alertmanager(directory, port, process)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"alertmanager exited:\n{alertmanager.log()}")
-        http_get(f"{alertmanager.url}/-/ready", timeout=1)
-        return True
-
-    wait_for(ready, timeout=30, what="alertmanager /-/ready")
+    wait_ready(process, alertmanager.url, "alertmanager", alertmanager.log)
     return alertmanager

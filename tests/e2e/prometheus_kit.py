@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
-from tests.kit import free_port, http_get, terminate, wait_for
+from tests.e2e.binaries import launch, wait_ready
+from tests.kit import free_port, http_get, terminate
 
 PROMETHEUS = "/usr/bin/prometheus"
 
@@ -46,31 +43,20 @@ class Prometheus:
 
 def start_prometheus(directory: Path, config: dict[str, Any], *flags: str, port: int = 0) -> Prometheus:
     """Start Prometheus with ``config`` (rule files copied next to it by the caller) and wait until ready."""
-    if shutil.which(PROMETHEUS) is None:
-        pytest.fail("the prometheus binary is required (Debian package prometheus)")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = port or free_port()
-    log = (directory / "prometheus.log").open("ab")
-    process = subprocess.Popen(
+    process = launch(
+        PROMETHEUS,
+        "prometheus",
+        directory,
+        "prometheus",
+        config,
         [
-            PROMETHEUS,
-            f"--config.file={directory / 'prometheus.yml'}",
             f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
             *flags,
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=directory,
     )
     prometheus = Prometheus(directory, port, process)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{prometheus.log()}")
-        return "Ready" in http_get(f"{prometheus.url}/-/ready", timeout=1)
-
-    wait_for(ready, 30, what="prometheus /-/ready")
+    wait_ready(process, prometheus.url, "prometheus", prometheus.log)
     return prometheus
