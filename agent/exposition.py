@@ -93,11 +93,13 @@ def _family(
         return
     present = [(labels, value) for labels, value in samples if not math.isnan(value)]
     if field.kind is Kind.COUNTER:
-        family: Metric = CounterMetricFamily(field.metric_name.removesuffix("_total"), field.help, labels=label_names)
+        family: CounterMetricFamily | GaugeMetricFamily = CounterMetricFamily(
+            field.metric_name.removesuffix("_total"), field.help, labels=label_names
+        )
     else:
         family = GaugeMetricFamily(field.metric_name, field.help, labels=label_names)
     for labels, value in present:
-        family.add_metric(labels, value)  # type: ignore[attr-defined]
+        family.add_metric(labels, value)
     yield family
 
 

@@ -61,10 +61,9 @@ class MemorySpool:
                 return False
             if not records:
                 continue
+            if len(records) == 1 and _is_notice(records[0]):
+                continue  # only a notice left in this epoch: it must stay
             notice = records.popleft() if _is_notice(records[0]) else None
-            if not records:  # only a notice left in this epoch: it must stay
-                records.appendleft(notice)  # type: ignore[arg-type]
-                continue
             dropped = records.popleft()
             size = dropped.ByteSize()
             first = notice.event.spool_drop.first_seq if notice is not None else dropped.seq
