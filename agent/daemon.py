@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import structlog
 
 from agent.gpu_watch import GpuWatch, PushesEvents, default_gpu_watch
 from agent.hello import build_hello
-from agent.records import GpuInfo
+from agent.records import GpuInfo, Row, Rows
 from agent.shipper import Shipper
 from agent.sources.gpu import GpuBackend, GpuError
 from agent.sources.host import HostSource
@@ -70,9 +70,9 @@ class Sampler:
         self.stats = SamplerStats()
         # For the optional local /metrics: the inventory, the newest tick, and XIDs seen per (gpu, xid).
         self.hello: pb.Hello | None = None
-        self.latest: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.latest: tuple[int, Row, Rows] | None = None
         self.xid_counts: dict[tuple[int, int], int] = {}
-        self._gpu_inflight: asyncio.Future[np.ndarray] | None = None
+        self._gpu_inflight: asyncio.Future[Rows] | None = None
         self._gpu_count = 0
         self._gpu_fields: tuple[int, ...] = ()
 
@@ -134,7 +134,7 @@ class Sampler:
             self.emit(event)
         self._early_events += events
 
-    async def _follow_gpus(self, now: int, gpu_values: np.ndarray) -> None:
+    async def _follow_gpus(self, now: int, gpu_values: Rows) -> None:
         """Send the backend's events, then health changes, then (slow tier) workload changes."""
         assert self.gpu is not None
         events = self.gpu.drain_events()
@@ -157,8 +157,8 @@ class Sampler:
             for event in changes:
                 self.emit(event)
 
-    async def _read_gpus(self, now: int) -> np.ndarray:
-        missing = np.full((self._gpu_count, len(self._gpu_fields)), np.nan)
+    async def _read_gpus(self, now: int) -> Rows:
+        missing = [[math.nan] * len(self._gpu_fields) for _ in range(self._gpu_count)]
         if self.gpu is None:
             return missing
         if self._gpu_inflight is not None and not self._gpu_inflight.done():

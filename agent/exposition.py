@@ -11,11 +11,11 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from agent.records import Row, Rows
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG, FieldCatalog, Kind
 
 if TYPE_CHECKING:
-    import numpy as np
     from prometheus_client.metrics_core import Metric
 
 __all__ = ["AgentMetrics", "SampleSource", "serve"]
@@ -26,7 +26,7 @@ class SampleSource(Protocol):
 
     host_id: str
     hello: pb.Hello | None
-    latest: tuple[int, np.ndarray, np.ndarray] | None
+    latest: tuple[int, Row, Rows] | None
     xid_counts: dict[tuple[int, int], int]
 
 
@@ -57,7 +57,7 @@ class AgentMetrics:
         for i, fid in enumerate(hello.host_field_ids):
             yield from _family(self.catalog, fid, ["host"], [(host, float(host_values[i]))])
         for j, fid in enumerate(hello.gpu_field_ids):
-            samples = [(labels, float(gpu_values[g, j])) for g, labels in enumerate(gpus)]
+            samples = [(labels, float(gpu_values[g][j])) for g, labels in enumerate(gpus)]
             yield from _family(self.catalog, fid, gpu_labels, samples)
         info = GaugeMetricFamily(
             "gpulse_gpu_info", "GPU inventory; always 1.", labels=[*gpu_labels, "pci_bus_id", "driver_version"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from agent.health import HealthChecker, HealthThresholds, HealthTracker
-from agent.records import GpuInfo, GpuProcessInfo, Values
+from agent.records import GpuInfo, GpuProcessInfo, Rows
 from agent.sources.workload import KUBELET_POD_RESOURCES, PodResourcesClient, WorkloadResolver, WorkloadTracker
 from protos import telemetry_pb2 as pb
 
@@ -47,7 +47,7 @@ class GpuWatch:
         self.slow_every = max(1, slow_every)
         self._ticks = 0
 
-    def observe(self, unix_ns: int, values: Values, events: list[pb.Event]) -> list[pb.Event]:
+    def observe(self, unix_ns: int, values: Rows, events: list[pb.Event]) -> list[pb.Event]:
         """Health-change events for this tick, after taking in its XIDs and lost GPUs."""
         t = unix_ns / 1e9
         for event in events:

@@ -13,7 +13,7 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
-from agent.records import GpuInfo, Values
+from agent.records import GpuInfo, Row
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
 
@@ -146,7 +146,7 @@ class HealthChecker:
         """The GPU answers again (after a reset or driver reload); its other checks speak for it."""
         self._mem(gpu).lost = ""
 
-    def evaluate(self, info: GpuInfo, t: float, row: Values) -> GpuHealth:
+    def evaluate(self, info: GpuInfo, t: float, row: Row) -> GpuHealth:
         """This GPU's health from its latest row (NaN: not read, so that check says nothing)."""
         mem = self._mem(info.index)
         th = self.thresholds

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import IO
 
-import numpy as np
-
 from agent.sources.sim import Fault, FaultKind, LoadPattern, SimBackend
 from gpulse.trace import TraceWriter
 
@@ -75,7 +73,7 @@ def record(out: IO[str], plan: RecordPlan) -> int:
         unix_ns = int((plan.start_unix + step * plan.interval) * 1e9)
         for sim in sims:
             values = sim.sample(unix_ns)
-            writer.frame(sim.host_id, unix_ns, values, np.zeros(0))
+            writer.frame(sim.host_id, unix_ns, values)
             frames += 1
             for event in sim.drain_events():
                 writer.event(sim.host_id, event)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
-Values = npt.NDArray[np.float64]
+# One reading per field id, in the column order the Hello declares; NaN where nothing was read.
+# Plain lists, not numpy: the agent runs on every host, and numpy alone would add about 11 MiB to
+# its resident memory (and, through OpenBLAS, a thread per core) for a few hundred floats a tick.
+Row = list[float]
+Rows = list[Row]  # one Row per GPU, by GPU index
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 Runs a real collector and a real agent (8 GPUs, 1 Hz) as subprocesses over mTLS on 127.0.0.1,
 the GPUs either simulated (``--source sim``) or read through the nvml source from the counting fake
-pynvml (``--source fake-nvml``, tests/fakes/nvml.py: the agent's real NVML code path, with the
-fake's Python standing in for the driver's C), and in the same run a floor process: the same
+pynvml (``--source fake-nvml``, tests/fakes/nvml_agent.py: the agent's real NVML code path, with
+the fake's Python standing in for the driver's C), and in the same run a floor process: the same
 interpreter with the same imports waking at the same rate and doing nothing, so the agent's own cost
 is told apart from Python's. CPU comes from /proc/PID/stat (user + system, all threads), memory from
 /proc/PID/status (VmRSS, VmHWM).
@@ -25,7 +25,7 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 FLOOR = """
-import asyncio, grpc, numpy, psutil, structlog  # the agent's heavy imports
+import asyncio, grpc, psutil, structlog  # the agent's heavy imports
 from protos import telemetry_pb2
 async def main():
     while True:
@@ -58,28 +58,7 @@ def measure(pid: int, seconds: float) -> tuple[float, Usage]:
     return (after.cpu_seconds - before.cpu_seconds) / (t1 - t0), after
 
 
-def run_fake_nvml_agent(config_path: Path, gpus: int) -> None:
-    """The agent, as `gpulse agent` runs it, with the nvml source reading the fake pynvml."""
-    import asyncio
-
-    from agent import config as agent_config
-    from agent.main import run
-    from agent.sources.nvml import NvmlBackend
-    from gpulse import logs
-    from tests.fakes.nvml import FakeGpu, FakeNvml
-
-    config = agent_config.load(config_path)
-    logs.configure(config.log_level)
-    fake = FakeNvml([FakeGpu(uuid=f"GPU-bench-{i}", pci_bus_id=f"00000000:{0x18 + i:02X}:00.0") for i in range(gpus)])
-    asyncio.run(run(config, asyncio.Event(), gpu=NvmlBackend(fake, kmsg_path=None)))
-
-
 def main() -> None:
-    if sys.argv[1:2] == ["fake-nvml-agent"]:
-        run_fake_nvml_agent(Path(sys.argv[2]), int(sys.argv[3]))
-        return
-    # The harness is imported here, not at the top, so the fake-nvml agent process (this module's other
-    # entry point) does not carry the test kit's imports (cryptography, urllib) in the memory measured.
     from tests.kit import Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,7 +88,7 @@ def main() -> None:
                                   log={"level": "warning"})  # fmt: skip
             agent = Service("agent", config, tmp / "agent.log", [])
             agent.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.agent_cost", "fake-nvml-agent", str(config), str(args.gpus)],
+                [sys.executable, "-m", "tests.fakes.nvml_agent", str(config), str(args.gpus)],
                 stdout=(tmp / "agent.log").open("ab"),
                 stderr=subprocess.STDOUT,
                 cwd=Path.cwd(),

@@ -24,10 +24,11 @@ import numpy as np
 from agent.sources.host import HostSource
 from agent.sources.sim import SimBackend
 from collector.alerting.alert import Alert
+from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
-from protos.codec import PROTOCOL_VERSION, DecodedFrame, FrameLayout
+from protos.codec import PROTOCOL_VERSION, FrameLayout
 from protos.fields import CATALOG
 
 GPUS = 8

@@ -19,10 +19,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.sources.sim import SimBackend
+from collector.decode import decode_frame
 from collector.exposition import FleetExposition
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
 
 NOW_NS = 1_800_000_000 * 10**9

@@ -19,6 +19,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from collector.acks import AckSlot, AckTicker
+from collector.decode import decode_frame
 from collector.identity import IdentityError, PeerIdentity, peer_identity
 from collector.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ratelimit import TokenBucket
@@ -27,7 +28,7 @@ from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
-from protos.codec import PROTOCOL_VERSION, FrameError, FrameLayout, decode_frame
+from protos.codec import PROTOCOL_VERSION, FrameError, FrameLayout
 
 log = structlog.get_logger("gpulse.collector.server")
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from collector.decode import DecodedFrame
 from protos import telemetry_pb2 as pb
-from protos.codec import DecodedFrame, FrameLayout
+from protos.codec import FrameLayout
 from protos.fields import CATALOG, FieldCatalog
 
 IntArray = npt.NDArray[np.int64]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.records import GpuInfo, Values
+from agent.records import GpuInfo, Rows
 from agent.sources.gpu import GpuBackend
 from protos.fields import CATALOG
 
@@ -104,7 +104,7 @@ def _normalise_text(query: str, value: str) -> str:
     return value
 
 
-def compare(inventory: list[GpuInfo], sample: Values, smi: dict[int, dict[str, str]]) -> list[Row]:
+def compare(inventory: list[GpuInfo], sample: Rows, smi: dict[int, dict[str, str]]) -> list[Row]:
     """Every check for every GPU: ours next to nvidia-smi's, and whether they agree within tolerance."""
     rows: list[Row] = []
     names = [CATALOG[fid].name for fid in CATALOG.gpu_ids]

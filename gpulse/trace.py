@@ -114,7 +114,7 @@ class TraceWriter:
             }
         )
 
-    def frame(self, host_id: str, unix_ns: int, gpu: Values, host: Values | None = None) -> None:
+    def frame(self, host_id: str, unix_ns: int, gpu: npt.ArrayLike, host: npt.ArrayLike | None = None) -> None:
         self._line(
             {
                 "type": "frame",
@@ -123,7 +123,7 @@ class TraceWriter:
                 "gpu": [_numbers(row) for row in np.asarray(gpu, dtype=np.float64)],
                 **(
                     {"host_values": _numbers(np.asarray(host, dtype=np.float64))}
-                    if host is not None and len(host)
+                    if host is not None and np.size(host)
                     else {}
                 ),
             }

@@ -1,19 +1,16 @@
-"""Frame codec: packing one tick's host and GPU values into a Frame, and checking one on arrival.
+"""Frame codec: the layout a Hello fixes for a stream, and packing one tick's values into a Frame.
 
-Pure functions over numpy arrays; no I/O. The layout is fixed per stream by its Hello.
+Pure functions, no I/O, and no numpy: the agent packs its frames with this module and stays free
+of numpy; the collector's checks on arrival (``collector.decode``) unpack them into arrays.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
 
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG, Scope
-
-Values = npt.NDArray[np.float64]
 
 PROTOCOL_VERSION = 1
 
@@ -60,45 +57,9 @@ class FrameLayout:
         return cls(tuple(hello.host_field_ids), tuple(hello.gpu_field_ids), len(hello.gpus))
 
 
-def encode_frame(unix_ns: int, host: Values, gpu: Values) -> pb.Frame:
-    """Pack host values then GPU x field values row-major; NaN stays NaN (not read)."""
-    values = np.concatenate((host.ravel(), gpu.ravel())).tolist()
+def encode_frame(unix_ns: int, host: Iterable[float], gpus: Iterable[Iterable[float]]) -> pb.Frame:
+    """Pack host values then each GPU's row of field values; NaN stays NaN (not read)."""
+    values = list(host)
+    for row in gpus:
+        values.extend(row)
     return pb.Frame(unix_ns=unix_ns, values=values)
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedFrame:
-    unix_ns: int
-    host: Values  # (len(host_field_ids),)
-    gpu: Values  # (gpu_count, len(gpu_field_ids))
-    non_finite: int  # +/-inf values found and turned into NaN
-
-
-def decode_frame(
-    frame: pb.Frame, layout: FrameLayout, *, now_ns: int, max_future_ns: int, max_age_ns: int
-) -> DecodedFrame:
-    """Unpack and check a frame: its length, its timestamp, and values that are not numbers.
-
-    Infinities are refused value by value (made NaN and counted) rather than dropping the frame,
-    so one bad reading does not cost the rest of the tick.
-    """
-    if len(frame.values) != layout.width:
-        raise FrameError(
-            "length_mismatch",
-            f"frame has {len(frame.values)} values; the hello's layout needs {layout.width}",
-        )
-    if frame.unix_ns > now_ns + max_future_ns:
-        raise FrameError(
-            "future_timestamp",
-            f"frame timestamp is {(frame.unix_ns - now_ns) / 1e9:.1f}s in the future",
-        )
-    if frame.unix_ns < now_ns - max_age_ns:
-        raise FrameError("too_old", f"frame timestamp is {(now_ns - frame.unix_ns) / 1e9:.0f}s old")
-    values = np.array(frame.values, dtype=np.float64)
-    infinite = np.isinf(values)
-    non_finite = int(infinite.sum())
-    if non_finite:
-        values[infinite] = np.nan
-    nh = len(layout.host_field_ids)
-    gpu = values[nh:].reshape(layout.gpu_count, len(layout.gpu_field_ids))
-    return DecodedFrame(frame.unix_ns, values[:nh], gpu, non_finite)

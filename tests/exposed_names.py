@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import generate_latest
 
+from collector.decode import decode_frame
 from collector.exposition import EventTallies, FleetExposition
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
 
 _NOW = 1_800_000_000 * 10**9

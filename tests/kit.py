@@ -18,9 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from collector import pki
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def gpu_rows(rows: list[list[float]]) -> npt.NDArray[np.float64]:
+    """A GPU backend's sample as an array to index in tests, once it is checked to be what the agent
+    expects: plain lists of numbers, one equal-length row per GPU (the agent itself runs without numpy)."""
+    assert isinstance(rows, list) and all(isinstance(row, list) for row in rows), type(rows)
+    assert len({len(row) for row in rows}) <= 1, "rows of different lengths"
+    assert all(isinstance(v, (int, float)) and not isinstance(v, np.generic) for row in rows for v in row)
+    return np.array(rows, dtype=np.float64)
 
 
 def free_port() -> int:

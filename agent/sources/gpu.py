@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent.records import GpuInfo, GpuProcessInfo, Values
+from agent.records import GpuInfo, GpuProcessInfo, Rows
 from protos import telemetry_pb2 as pb
 
 
@@ -46,7 +46,7 @@ class GpuBackend(Protocol):
         """GPU field ids, in the column order of ``sample``."""
         ...
 
-    def sample(self, unix_ns: int) -> Values:
+    def sample(self, unix_ns: int) -> Rows:
         """One row per GPU, one column per field id; NaN where nothing was read."""
         ...
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
 import time
 
-import numpy as np
 import psutil
 
-from agent.records import HostInfo, Values
+from agent.records import HostInfo, Row
 from protos.fields import CATALOG
 
 _COLUMNS = {CATALOG[fid].name: i for i, fid in enumerate(CATALOG.host_ids)}
@@ -34,12 +34,12 @@ class HostSource:
             memory_total_bytes=psutil.virtual_memory().total,
         )
 
-    def sample(self) -> Values:
-        out = np.full(len(self.field_ids), np.nan)
+    def sample(self) -> Row:
+        out = [math.nan] * len(self.field_ids)
         col = _COLUMNS
 
         def put(name: str, value: float) -> None:
-            out[col[name]] = value
+            out[col[name]] = float(value)
 
         put("cpu_utilization", psutil.cpu_percent(interval=None) / 100.0)
         load1, load5, load15 = os.getloadavg()

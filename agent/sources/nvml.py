@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
 from agent.hello import gpu_inventory
-from agent.records import GpuInfo, GpuProcessInfo, Values
+from agent.records import GpuInfo, GpuProcessInfo, Row, Rows
 from agent.sources.gpu import BackendUnavailable
 from agent.sources.xid import KmsgXidWatcher, NvmlXidWatcher, XidCoalescer
 from protos import telemetry_pb2 as pb
@@ -184,7 +183,7 @@ class _Gpu:
     processes: list[GpuProcessInfo] = field(default_factory=list)
     slow: dict[str, float] = field(default_factory=dict)
     executor: ThreadPoolExecutor | None = None
-    inflight: Future[Values] | None = None
+    inflight: Future[Row] | None = None
 
 
 class _Lost(Exception):
@@ -269,8 +268,8 @@ class NvmlBackend:
         self._start_xid_watch()
         return [g.info for g in self._gpus]
 
-    def sample(self, unix_ns: int) -> Values:
-        out = np.full((len(self._gpus), len(_FIELD_IDS)), np.nan)
+    def sample(self, unix_ns: int) -> Rows:
+        out = [[math.nan] * len(_FIELD_IDS) for _ in self._gpus]
         if self._needs_reinit and not self._try_reinit():
             return out
         self._ticks += 1
@@ -278,7 +277,7 @@ class NvmlBackend:
         # The inventory is read at open; this re-read catches changes made under a running agent
         # (a power limit or MIG mode set by an admin, persistence mode, a VBIOS update after reset).
         inventory = self._ticks > 1 and (self._ticks - 1) % self.inventory_every == 0
-        submitted: dict[int, Future[Values]] = {}
+        submitted: dict[int, Future[Row]] = {}
         for g in self._gpus:
             if g.lost or g.executor is None:
                 continue
@@ -454,10 +453,10 @@ class NvmlBackend:
         )
 
     # -- per tick ----------------------------------------------------------------------------------
-    def _read_gpu(self, g: _Gpu, slow: bool, deadline: float, inventory: bool = False) -> Values:
+    def _read_gpu(self, g: _Gpu, slow: bool, deadline: float, inventory: bool = False) -> Row:
         """One GPU's row; runs in that GPU's worker thread."""
         nvml = self._nvml
-        row = np.full(len(_FIELD_IDS), np.nan)
+        row = [math.nan] * len(_FIELD_IDS)
         h = g.handle
 
         def call(fn: Callable[[], Any]) -> Any:
@@ -568,7 +567,7 @@ class NvmlBackend:
         with self._events_lock:
             self._events.append(pb.Event(unix_ns=self.clock(), nvlink=pb.NvlinkEvent(gpu_index=g.index, links=links)))
 
-    def _collect(self, g: _Gpu, future: Future[Values], out: Values) -> None:
+    def _collect(self, g: _Gpu, future: Future[Row], out: Rows) -> None:
         try:
             out[g.index] = future.result()
         except _Lost as lost:

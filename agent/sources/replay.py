@@ -7,14 +7,15 @@ the trace's events come out of ``drain_events`` as their time is reached, stampe
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import structlog
 
-from agent.records import GpuInfo, GpuProcessInfo, Values
+from agent.records import GpuInfo, GpuProcessInfo, Rows
 from agent.sources.gpu import BackendUnavailable
 from gpulse.configfile import Section
 from protos import telemetry_pb2 as pb
@@ -52,10 +53,10 @@ class ReplayBackend:
         self.loop = loop
         self._inventory: list[GpuInfo] = []
         self._field_ids: tuple[int, ...] = ()
-        self._times = np.zeros(0, dtype=np.int64)
-        self._frames: Values = np.zeros((0, 0, 0))
+        self._times: list[int] = []
+        self._frames: list[Rows] = []
         self._events: list[TraceEvent] = []
-        self._event_times = np.zeros(0, dtype=np.int64)
+        self._event_times: list[int] = []
         self._start_live: int | None = None
         self._played_to: int | None = None  # trace time reached by the previous sample
         self._pending: list[pb.Event] = []
@@ -97,9 +98,9 @@ class ReplayBackend:
             raise BackendUnavailable(f"replay trace {self.path} has no frames for host {chosen.host_id!r}")
         self._field_ids = header.gpu_field_ids
         self._inventory = list(chosen.gpus)
-        self._times = np.array([f.unix_ns for f in frames], dtype=np.int64)
-        self._frames = np.stack([f.gpu for f in frames])
-        self._event_times = np.array([e.unix_ns for e in self._events], dtype=np.int64)
+        self._times = [f.unix_ns for f in frames]
+        self._frames = [f.gpu.tolist() for f in frames]
+        self._event_times = [e.unix_ns for e in self._events]
         log.info(
             "replaying trace", path=str(self.path), host=chosen.host_id, frames=len(frames), events=len(self._events)
         )
@@ -108,11 +109,11 @@ class ReplayBackend:
     def _trace_time(self, unix_ns: int) -> int:
         if self._start_live is None:
             self._start_live = unix_ns
-        return int(self._times[0] + (unix_ns - self._start_live) * self.speed)
+        return self._times[0] + int((unix_ns - self._start_live) * self.speed)
 
-    def sample(self, unix_ns: int) -> Values:
+    def sample(self, unix_ns: int) -> Rows:
         position = self._trace_time(unix_ns)
-        first, last = int(self._times[0]), int(self._times[-1])
+        first, last = self._times[0], self._times[-1]
         span = last - first
         if position > last and self.loop and span > 0:
             position = first + (position - first) % (span + 1)
@@ -123,14 +124,14 @@ class ReplayBackend:
             if not self._ended:
                 self._ended = True
                 log.warning("replay trace ended; GPUs now read as not available", path=str(self.path))
-            return np.full(self._frames.shape[1:], np.nan)
-        index = max(0, int(np.searchsorted(self._times, position, side="right")) - 1)
-        return self._frames[index].copy()
+            return [[math.nan] * len(self._field_ids) for _ in self._inventory]
+        index = max(0, bisect_right(self._times, position) - 1)
+        return [list(row) for row in self._frames[index]]
 
     def _queue_events(self, position: int, live_ns: int) -> None:
-        previous = self._played_to if self._played_to is not None else int(self._times[0]) - 1
-        lo = int(np.searchsorted(self._event_times, previous, side="right"))
-        hi = int(np.searchsorted(self._event_times, position, side="right"))
+        previous = self._played_to if self._played_to is not None else self._times[0] - 1
+        lo = bisect_right(self._event_times, previous)
+        hi = bisect_right(self._event_times, position)
         for record in self._events[lo:hi]:
             event = pb.Event()
             event.CopyFrom(record.event)

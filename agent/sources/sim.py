@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import enum
 import math
+import random
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from agent.records import GpuInfo, GpuProcessInfo, Values
+from agent.records import GpuInfo, GpuProcessInfo, Row, Rows
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
 
@@ -150,19 +149,19 @@ class SimBackend:
         self.pattern = pattern
         self.driver_version = driver_version
         self._host_seed = zlib.crc32(host_id.encode()) ^ seed
-        self._rng = np.random.default_rng(self._host_seed)
+        self._rng = random.Random(self._host_seed)
         self._faults: list[Fault] = list(faults or [])
         self._fault_source = fault_source  # faults injected at run time, e.g. a FaultInbox
         self._start_ns = start_unix_ns
         self._last_ns: int | None = None
         self._events: list[pb.Event] = []
         # Per-GPU constants: small manufacturing spread in cooling and clocks, a phase for the job cycle.
-        self._cooling = 1.0 + self._rng.normal(0, 0.03, count)
-        self._phase = self._rng.uniform(0, 3600, count)
-        self._ambient = 24.0 + self._rng.normal(0, 1.0)
+        self._cooling = [1.0 + self._rng.gauss(0, 0.03) for _ in range(count)]
+        self._phase = [self._rng.uniform(0, 3600) for _ in range(count)]
+        self._ambient = 24.0 + self._rng.gauss(0, 1.0)
         self._state = [_GpuState(temp=self._ambient + 8.0) for _ in range(count)]
-        self._pcie_gen = np.full(count, float(self.profile.pcie_generation))
-        self._pcie_width = np.full(count, 16.0)
+        self._pcie_gen = [float(self.profile.pcie_generation)] * count
+        self._pcie_width = [16.0] * count
         self._inventory = [self._info(i) for i in range(count)]
 
     # -- GpuBackend --------------------------------------------------------------------------------
@@ -218,7 +217,7 @@ class SimBackend:
             ]
         return out
 
-    def sample(self, unix_ns: int) -> Values:
+    def sample(self, unix_ns: int) -> Rows:
         if self._start_ns is None:
             self._start_ns = unix_ns
         if self._fault_source is not None:
@@ -230,21 +229,21 @@ class SimBackend:
         self._last_ns = unix_ns
         t = unix_ns / 1e9
         elapsed = (unix_ns - self._start_ns) / 1e9
-        out = np.full((self.count, len(_GPU_IDS)), np.nan)
+        out = [[math.nan] * len(_GPU_IDS) for _ in range(self.count)]
         for i in range(self.count):
             self._sample_one(i, t, elapsed, dt, unix_ns, out[i], first)
         return out
 
     # -- model -------------------------------------------------------------------------------------
     def _info(self, i: int) -> GpuInfo:
-        rng = np.random.default_rng(self._host_seed + 7919 * (i + 1))
+        rng = random.Random(self._host_seed + 7919 * (i + 1))
         p = self.profile
-        uuid = "GPU-" + "-".join(f"{int(rng.integers(0, 16**n)):0{n}x}" for n in (8, 4, 4, 4, 12))
+        uuid = "GPU-" + "-".join(f"{rng.randrange(16**n):0{n}x}" for n in (8, 4, 4, 4, 12))
         return GpuInfo(
             index=i,
             uuid=uuid,
             name=p.name,
-            serial=f"{int(rng.integers(10**12, 10**13))}",
+            serial=f"{rng.randrange(10**12, 10**13)}",
             pci_bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0",
             driver_version=self.driver_version,
             cuda_version="12.4",
@@ -278,7 +277,7 @@ class SimBackend:
         # MIXED: a job runs for 25 minutes, then 5 idle minutes before the next one.
         return 0.95 if cycle < 1500.0 else 0.0
 
-    def _sample_one(self, i: int, t: float, elapsed: float, dt: float, unix_ns: int, row: Values, first: bool) -> None:
+    def _sample_one(self, i: int, t: float, elapsed: float, dt: float, unix_ns: int, row: Row, first: bool) -> None:
         st, p, rng = self._state[i], self.profile, self._rng
         active = [f for f in self._faults if f.gpu == i and f.active(elapsed)]
         kinds = {f.kind: f for f in active}
@@ -287,7 +286,7 @@ class SimBackend:
             return  # a lost GPU answers nothing: the whole row stays NaN
         util = self._utilization_target(i, t)
         if util > 0:
-            util = float(np.clip(util + rng.normal(0, 0.02), 0.0, 1.0))
+            util = min(1.0, max(0.0, util + rng.gauss(0, 0.02)))
         power_limit = p.tdp_watts
         clock = p.sm_clock_max_hz if util > 0.05 else p.sm_clock_idle_hz
         reasons = _IDLE if util <= 0.05 else 0
@@ -307,7 +306,7 @@ class SimBackend:
             power = p.idle_watts + (power - p.idle_watts) * 0.4
             reasons |= _POWER_BRAKE | _HW_SLOW
             st.power_violation_s += dt
-        power = max(p.idle_watts * 0.9, power + rng.normal(0, p.tdp_watts * 0.005))
+        power = max(p.idle_watts * 0.9, power + rng.gauss(0, p.tdp_watts * 0.005))
         # Temperature relaxes toward a steady state set by power, cooling and a diurnal ambient swing.
         ambient = self._ambient + 2.0 * math.sin(2 * math.pi * (t % 86400.0) / 86400.0)
         target = ambient + 0.085 * power * self._cooling[i] * (400.0 / p.tdp_watts) ** 0.5
@@ -315,7 +314,7 @@ class SimBackend:
             target += (elapsed - f.at) * (0.2 + 0.8 * f.severity)
         if first:
             st.temp = target  # start warm: a simulated host has been running before the agent
-        st.temp += (target - st.temp) * (1.0 - math.exp(-dt / 60.0)) + rng.normal(0, 0.15)
+        st.temp += (target - st.temp) * (1.0 - math.exp(-dt / 60.0)) + rng.gauss(0, 0.15)
         if st.temp > 87.0:
             reasons |= _SW_THERMAL
             clock *= max(0.5, 1.0 - (st.temp - 87.0) * 0.03)

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from collector.alerting.sink import AlertSink
+from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.detect.rules import DEFAULT_RULES
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
-from protos.codec import DecodedFrame, FrameLayout
+from protos.codec import FrameLayout
 
 
 class OfflineFleet:

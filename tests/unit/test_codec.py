@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from collector.decode import decode_frame
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameError, FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameError, FrameLayout, encode_frame
 from protos.fields import CATALOG
 
 NOW = 1_800_000_000_000_000_000

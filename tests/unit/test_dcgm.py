@@ -7,11 +7,12 @@ import subprocess
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.decode import decode_frame
 from collector.exposition import EventTallies, FleetExposition
 from collector.exposition.dcgm import DCGM_FAMILIES
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
 
 NOW = 1_800_000_000 * 10**9

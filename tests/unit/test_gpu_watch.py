@@ -11,6 +11,7 @@ from agent.sources.sim import Fault, FaultKind, SimBackend
 from agent.sources.workload import WorkloadResolver
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
+from tests.kit import gpu_rows
 
 T0 = 1_800_000_000 * 10**9
 
@@ -26,10 +27,11 @@ def run(faults: list[Fault], ticks: int = 90) -> tuple[SimBackend, GpuWatch, lis
     rows = np.empty(0)
     for i in range(ticks):
         now = T0 + i * 10**9
-        rows = sim.sample(now)
+        sample = sim.sample(now)
         backend_events = sim.drain_events()
         events += backend_events
-        events += watch.observe(now, rows, backend_events)
+        events += watch.observe(now, sample, backend_events)
+        rows = gpu_rows(sample)
     return sim, watch, events, rows
 
 
@@ -90,7 +92,7 @@ def test_sim_hung_gpu_is_busy_at_low_power_and_the_straggler_clocks_low() -> Non
     _, _, _, rows = run([Fault(FaultKind.HUNG, 0), Fault(FaultKind.STRAGGLER, 1, severity=0.8)], ticks=5)
     healthy = SimBackend("host-a", count=2, seed=1)
     healthy.open()
-    base = healthy.sample(T0)
+    base = gpu_rows(healthy.sample(T0))
     assert rows[0, col("utilization")] == 1.0 and rows[0, col("power_usage")] < 0.3 * base[0, col("power_usage")]
     assert rows[1, col("sm_clock")] < 0.7 * base[1, col("sm_clock")] and rows[1, col("clock_event_hw_slowdown")] == 1
 

@@ -19,7 +19,7 @@ from agent.sources.nvml import NvmlBackend
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
 from tests.fakes.nvml import FakeGpu, FakeNvml
-from tests.kit import metric_value
+from tests.kit import gpu_rows, metric_value
 
 
 def col(name: str) -> int:
@@ -69,7 +69,7 @@ def test_values_arrive_in_base_units_with_clock_reasons_as_booleans(fake: FakeNv
     )
     fake.gpus[0].fields[pynvml.NVML_FI_DEV_PERF_POLICY_THERMAL] = 2_500_000_000
     b = backend(fake)
-    row = b.sample(time.time_ns())[0]
+    row = gpu_rows(b.sample(time.time_ns()))[0]
     assert row[col("utilization")] == pytest.approx(0.97)
     assert row[col("power_usage")] == pytest.approx(612.0)
     assert row[col("power_limit")] == pytest.approx(700.0)
@@ -85,9 +85,9 @@ def test_values_arrive_in_base_units_with_clock_reasons_as_booleans(fake: FakeNv
 
 def test_one_field_values_call_per_gpu_per_tick(fake: FakeNvml) -> None:
     b = backend(fake, slow_every=10)
-    b.sample(time.time_ns())  # first tick also reads the slow tier
+    gpu_rows(b.sample(time.time_ns()))  # first tick also reads the slow tier
     fake.reset_counts()
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     assert fake.calls["nvmlDeviceGetFieldValues"] == 2  # one per GPU for ~20 fields
     # The rest are getters with no field id; the fan is NOT_SUPPORTED on SXM and never asked again.
     assert fake.calls_per_gpu[0] == 10
@@ -102,7 +102,7 @@ def test_not_supported_is_absent_recorded_once_and_never_zero(fake: FakeNvml) ->
     unsupported = {CATALOG[f].name for f in inv[0].unsupported_field_ids}
     assert unsupported == {"fan_speed", "memory_temperature"}
     assert "memory_temperature" not in {CATALOG[f].name for f in inv[1].unsupported_field_ids}
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert math.isnan(rows[0, col("memory_temperature")]) and math.isnan(rows[0, col("fan_speed")])
     assert rows[1, col("memory_temperature")] == 52
     b.close()
@@ -112,7 +112,7 @@ def test_each_field_value_has_its_own_return_code(fake: FakeNvml) -> None:
     b = backend(fake)
     # Unsupported only after open (e.g. a firmware change): that value is NaN, its neighbours are read.
     fake.gpus[0].unsupported_fields.add(pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL)
-    row = b.sample(time.time_ns())[0]
+    row = gpu_rows(b.sample(time.time_ns()))[0]
     assert math.isnan(row[col("ecc_uncorrected_volatile")])
     assert row[col("ecc_corrected_aggregate")] == 4
     b.close()
@@ -123,7 +123,7 @@ def test_power_falls_back_to_the_getter_where_the_field_id_is_missing(fake: Fake
         g.unsupported_fields.add(pynvml.NVML_FI_DEV_POWER_INSTANT)
         g.power_mw = 321_000
     b = backend(fake)
-    assert b.sample(time.time_ns())[0, col("power_usage")] == pytest.approx(321.0)
+    assert gpu_rows(b.sample(time.time_ns()))[0, col("power_usage")] == pytest.approx(321.0)
     assert fake.calls["nvmlDeviceGetPowerUsage"] >= 2
     b.close()
 
@@ -134,16 +134,16 @@ def test_a_hung_gpu_costs_only_its_own_row_and_is_not_piled_up(fake: FakeNvml) -
     hang.set()
     fake.gpus[0].hang = hang
     started = time.monotonic()
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert time.monotonic() - started < 2.0  # bounded by the budget, not by the hung call
     assert np.isnan(rows[0]).all()
     assert rows[1, col("utilization")] == pytest.approx(0.97)
     assert b.stats.budget_exceeded == 1
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     assert b.stats.skipped_stuck == 1  # still stuck: skipped, no second thread queued behind it
     hang.clear()
     for _ in range(50):
-        if not np.isnan(b.sample(time.time_ns())[0, col("utilization")]):
+        if not np.isnan(gpu_rows(b.sample(time.time_ns()))[0, col("utilization")]):
             break
         time.sleep(0.02)
     else:
@@ -154,7 +154,7 @@ def test_a_hung_gpu_costs_only_its_own_row_and_is_not_piled_up(fake: FakeNvml) -
 def test_a_slow_call_past_the_budget_stops_the_rest_of_that_gpus_calls(fake: FakeNvml) -> None:
     fake.gpus[1].delays["nvmlDeviceGetFieldValues"] = 0.3
     b = backend(fake, budget_s=0.1)
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert np.isnan(rows[1]).all() and not np.isnan(rows[0, col("utilization")])
     time.sleep(0.35)
     assert fake.calls["nvmlDeviceGetUtilizationRates"] <= 2 + 1  # GPU 1 made no getter call after its budget
@@ -163,15 +163,15 @@ def test_a_slow_call_past_the_budget_stops_the_rest_of_that_gpus_calls(fake: Fak
 
 def test_gpu_lost_is_an_immediate_event_and_the_others_keep_going(fake: FakeNvml) -> None:
     b = backend(fake)
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     fake.gpus[0].lost = True
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     events = b.drain_events()
     lost = [e.gpu_lost for e in events if e.WhichOneof("kind") == "gpu_lost"]
     assert len(lost) == 1 and lost[0].gpu_index == 0 and "lost" in lost[0].reason.lower()
     assert np.isnan(rows[0]).all() and rows[1, col("utilization")] == pytest.approx(0.97)
     before = fake.calls_per_gpu[0]
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert fake.calls_per_gpu[0] == before  # a lost GPU is not asked again
     assert not b.drain_events()  # and reported once
     assert rows[1, col("utilization")] == pytest.approx(0.97)
@@ -226,12 +226,12 @@ def test_init_retries_until_the_driver_is_ready_when_configured(fake: FakeNvml) 
 
 def test_driver_reload_reinitialises_nvml_and_reports_inventory_changes(fake: FakeNvml) -> None:
     b = backend(fake, init_retry_s=0.0)
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     fake.driver_unloaded = True  # every call now answers UNINITIALIZED, as after a driver reload
     fake.gpus[1].vbios = "96.00.99.00.02"
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert np.isnan(rows).all()
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert b.stats.reinits == 1 and fake.init_count == 2
     assert rows[0, col("utilization")] == pytest.approx(0.97)
     changes = [e.inventory for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
@@ -244,7 +244,7 @@ def test_slow_tier_reads_processes_and_per_link_nvlink_every_n_ticks(fake: FakeN
     fake.gpus[0].link_fields[(pynvml.NVML_FI_DEV_NVLINK_GET_STATE, 3)] = 0
     fake.gpus[0].link_fields[(pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_CRC, 5)] = 17
     b = backend(fake, slow_every=3)
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert rows[0, col("nvlink_links_down")] == 1 and rows[0, col("nvlink_links_up")] == 17
     assert rows[0, col("compute_processes")] == 1
     link = b.links()[0]
@@ -252,11 +252,11 @@ def test_slow_tier_reads_processes_and_per_link_nvlink_every_n_ticks(fake: FakeN
     assert b.processes()[0][0].pid == 4242 and b.processes()[0][0].used_memory_bytes == 40 * 2**30
     fake.reset_counts()
     fake.gpus[0].processes = []
-    rows = b.sample(time.time_ns())
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert fake.calls["nvmlDeviceGetComputeRunningProcesses"] == 0
     assert rows[0, col("compute_processes")] == 1  # the last slow reading stands in between
-    b.sample(time.time_ns())
-    rows = b.sample(time.time_ns())  # tick 4: slow again
+    gpu_rows(b.sample(time.time_ns()))
+    rows = gpu_rows(b.sample(time.time_ns()))  # tick 4: slow again
     assert fake.calls["nvmlDeviceGetComputeRunningProcesses"] == 2 and rows[0, col("compute_processes")] == 0
     b.close()
 
@@ -270,7 +270,7 @@ def test_nvlink_totals_come_from_per_link_counters_where_the_total_field_is_miss
     fake.gpus[0].link_fields[(pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_CRC, 0)] = 5
     fake.gpus[0].link_fields[(pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_CRC, 7)] = 6
     b = backend(fake)
-    assert b.sample(time.time_ns())[0, col("nvlink_crc_errors")] == 11
+    assert gpu_rows(b.sample(time.time_ns()))[0, col("nvlink_crc_errors")] == 11
     b.close()
 
 
@@ -332,14 +332,14 @@ def test_per_link_nvlink_state_is_sent_at_start_and_when_it_changes(fake: FakeNv
             if e.WhichOneof("kind") == "nvlink"
         }
 
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     first = nvlink_events()
     assert sorted(first) == [0, 1] and len(first[0]) == 18 and all(up for _, up, _ in first[0])
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     assert nvlink_events() == {}  # nothing changed: nothing sent
     fake.gpus[1].link_fields[(pynvml.NVML_FI_DEV_NVLINK_GET_STATE, 2)] = 0
     fake.gpus[1].link_fields[(pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_CRC, 2)] = 40
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     changed = nvlink_events()
     assert list(changed) == [1] and changed[1][2] == (2, False, 40.0)
     b.close()
@@ -348,15 +348,15 @@ def test_per_link_nvlink_state_is_sent_at_start_and_when_it_changes(fake: FakeNv
 def test_an_inventory_change_under_a_running_agent_is_reported(fake: FakeNvml) -> None:
     b = backend(fake, inventory_every=3)
     for _ in range(3):
-        b.sample(time.time_ns())
+        gpu_rows(b.sample(time.time_ns()))
     fake.gpus[0].power_max_mw = 600_000
     fake.gpus[0].mig = 1
-    b.sample(time.time_ns())  # tick 4: the inventory is read again
+    gpu_rows(b.sample(time.time_ns()))  # tick 4: the inventory is read again
     changes = [e.inventory for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
     assert [c.gpu.index for c in changes] == [0]
     assert changes[0].gpu.mig_mode and changes[0].gpu.power_limit_max_watts == 600
     assert "power_limit_max_watts 700.0 -> 600.0" in changes[0].what and "mig_mode False -> True" in changes[0].what
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     assert not [e for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
     b.close()
 
@@ -364,16 +364,16 @@ def test_an_inventory_change_under_a_running_agent_is_reported(fake: FakeNvml) -
 def test_after_a_reload_a_gpu_that_went_missing_stays_empty_and_a_new_one_waits_for_restart() -> None:
     fake = FakeNvml([FakeGpu(uuid="GPU-a"), FakeGpu(uuid="GPU-b", pci_bus_id="00000000:3B:00.0")])
     b = backend(fake, init_retry_s=0.0)
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     fake.driver_unloaded = True
     fake.gpus = [fake.gpus[0]]  # GPU-b did not come back with the driver
-    b.sample(time.time_ns())
-    rows = b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert rows.shape[0] == 2 and rows[0, col("utilization")] == pytest.approx(0.97) and np.isnan(rows[1]).all()
     fake.driver_unloaded = True
     fake.gpus = [fake.gpus[0], FakeGpu(uuid="GPU-b"), FakeGpu(uuid="GPU-c")]
-    b.sample(time.time_ns())
-    rows = b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
+    rows = gpu_rows(b.sample(time.time_ns()))
     assert rows.shape[0] == 2  # the Hello's GPU list is fixed for this boot
     b.close()
 
@@ -383,7 +383,7 @@ def test_the_backends_own_counters_reach_the_agents_metrics(fake: FakeNvml) -> N
     hang = threading.Event()
     hang.set()
     fake.gpus[1].hang = hang
-    values = b.sample(time.time_ns())
+    values = gpu_rows(b.sample(time.time_ns()))
     hang.clear()
 
     class Source:
@@ -404,12 +404,12 @@ def test_the_backends_own_counters_reach_the_agents_metrics(fake: FakeNvml) -> N
 def test_a_gpu_lost_before_a_driver_reload_that_answers_again_is_reported_back(fake: FakeNvml) -> None:
     b = backend(fake, init_retry_s=0.0)
     fake.gpus[1].lost = True
-    b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
     assert [e.gpu_lost.gpu_index for e in b.drain_events() if e.WhichOneof("kind") == "gpu_lost"] == [1]
     fake.gpus[1].lost = False  # the GPU was reset and the driver reloaded
     fake.driver_unloaded = True
-    b.sample(time.time_ns())
-    rows = b.sample(time.time_ns())
+    gpu_rows(b.sample(time.time_ns()))
+    rows = gpu_rows(b.sample(time.time_ns()))
     back = [e.inventory for e in b.drain_events() if e.WhichOneof("kind") == "inventory"]
     assert [(c.gpu.index, c.what) for c in back] == [(1, "answering again after driver reload")]
     assert rows[1, col("utilization")] == pytest.approx(0.97)

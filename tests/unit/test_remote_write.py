@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from collector.decode import decode_frame
 from collector.exporters.remote_write import (
     HEADERS,
     PendingFrame,
@@ -29,7 +30,7 @@ from collector.exporters.remote_write import (
 from collector.store import FleetStore, HostRecord
 from gpulse.configfile import ConfigError, Section
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
 from tests.kit import free_port
 

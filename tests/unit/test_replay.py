@@ -13,6 +13,7 @@ from agent.sources.replay import ReplayBackend
 from agent.sources.sim import FaultKind
 from gpulse.configfile import ConfigError
 from protos.fields import CATALOG
+from tests.kit import gpu_rows
 
 TEMP = CATALOG.gpu_ids.index(CATALOG.gpu("temperature").id)
 
@@ -32,17 +33,17 @@ def test_replay_plays_the_trace_on_the_live_clock(tmp_path: Path) -> None:
     assert [g.index for g in gpus] == [0, 1] and gpus[0].uuid.startswith("GPU-")
     assert backend.field_ids == CATALOG.gpu_ids
     live = 5_000_000_000_000
-    first = backend.sample(live)
+    first = gpu_rows(backend.sample(live))
     assert first.shape == (2, len(CATALOG.gpu_ids)) and 20 < first[0, TEMP] < 95
     assert backend.drain_events() == []
-    backend.sample(live + 3_500_000_000)  # trace t+3.5: not yet
+    gpu_rows(backend.sample(live + 3_500_000_000))  # trace t+3.5: not yet
     assert backend.drain_events() == []
-    backend.sample(live + 4_000_000_000)
+    gpu_rows(backend.sample(live + 4_000_000_000))
     (event,) = backend.drain_events()
     assert event.xid.xid == 43 and event.xid.gpu_index == 1
     assert event.unix_ns == live + 4_000_000_000  # stamped with live time
     # past the end without looping: not read
-    assert np.isnan(backend.sample(live + 60_000_000_000)).all()
+    assert np.isnan(gpu_rows(backend.sample(live + 60_000_000_000))).all()
 
 
 def test_replay_loops_and_speeds_up(tmp_path: Path) -> None:
@@ -50,13 +51,13 @@ def test_replay_loops_and_speeds_up(tmp_path: Path) -> None:
     backend = ReplayBackend(path, speed=2.0, loop=True)
     backend.open()
     live = 10**15
-    backend.sample(live)
-    backend.sample(live + 1_000_000_000)  # trace +2s at double speed
+    gpu_rows(backend.sample(live))
+    gpu_rows(backend.sample(live + 1_000_000_000))  # trace +2s at double speed
     assert [e.xid.xid for e in backend.drain_events()] == [13]
-    backend.sample(live + 6_000_000_000)  # +12s: the second lap, at +1s
-    backend.sample(live + 6_600_000_000)  # +13.2s: lap two, +2.2s
+    gpu_rows(backend.sample(live + 6_000_000_000))  # +12s: the second lap, at +1s
+    gpu_rows(backend.sample(live + 6_600_000_000))  # +13.2s: lap two, +2.2s
     assert [e.xid.xid for e in backend.drain_events()] == [13]
-    assert np.isfinite(backend.sample(live + 7_000_000_000)).any()
+    assert np.isfinite(gpu_rows(backend.sample(live + 7_000_000_000))).any()
 
 
 def test_unusable_traces_refuse_to_start(tmp_path: Path) -> None:

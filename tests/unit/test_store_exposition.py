@@ -5,10 +5,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from collector.decode import decode_frame
 from collector.exposition import FleetExposition
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
 
 NOW = 1_800_000_000 * 10**9

@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 
+from collector.decode import decode_frame
 from collector.exposition import FleetExposition
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
-from protos.codec import FrameLayout, decode_frame, encode_frame
+from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
 
 NOW = time.time_ns()

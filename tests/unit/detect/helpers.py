@@ -8,11 +8,12 @@ import numpy as np
 
 from agent.hello import build_hello
 from agent.records import GpuInfo, HostInfo
+from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.detect.sinks import RecordingSink
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
-from protos.codec import DecodedFrame, FrameLayout
+from protos.codec import FrameLayout
 from protos.fields import CATALOG
 
 GPU_IDS = CATALOG.gpu_ids

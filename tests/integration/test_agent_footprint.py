@@ -1,0 +1,57 @@
+"""What a running agent has loaded: none of the heavy libraries the collector uses.
+
+The agent runs on every GPU host, so it keeps to the standard library, grpc, protobuf, psutil,
+structlog and, for the nvml source, pynvml. numpy alone would add about 11 MiB of resident memory
+(and, through OpenBLAS, a thread per core on a big host); cryptography is for the collector's PKI.
+Read from /proc/PID/maps of real agent processes after they have streamed to a real collector, so
+whatever they import lazily on the way counts too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.kit import ROOT, Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
+
+# A library is loaded when its compiled extension modules are mapped into the process.
+HEAVY = {"numpy": "/numpy/", "OpenBLAS": "openblas", "cryptography": "/cryptography/"}
+
+
+def loaded(pid: int) -> set[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name, marker in HEAVY.items() if marker in maps}
+
+
+def streaming(collector_metrics: str, host: str) -> bool:
+    return (metric_value(collector_metrics, "gpulse_gpu_temperature_celsius", host=host, gpu="0") or 0) > 0
+
+
+def test_the_sim_agent_streams_without_numpy_or_cryptography(tmp: Path, test_pki: Pki, services: list[Service]) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    agent = start_agent(tmp, test_pki, "node-light", [collector.target], sim={"count": 8})
+    services.append(agent)
+    wait_for(lambda: streaming(collector.metrics(), "node-light"), what="the sim agent's GPU series")
+    assert agent.process is not None and agent.running
+    assert loaded(agent.process.pid) == set(), agent.log()
+
+
+def test_the_nvml_agent_streams_without_numpy_or_cryptography(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    config = agent_config(tmp, test_pki, "node-nvml", [collector.target])
+    agent = Service("agent-node-nvml", config, tmp / "agent-node-nvml.log", [])
+    services.append(agent)
+    agent.process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.nvml_agent", str(config), "8"],
+        stdout=agent.log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    wait_for(lambda: streaming(collector.metrics(), "node-nvml"), what="the nvml agent's GPU series")
+    assert agent.running
+    assert loaded(agent.process.pid) == set(), agent.log()
