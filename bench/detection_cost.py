@@ -75,7 +75,7 @@ def fill(
 ) -> None:
     """One tick of ingest: every host's frame applied, its GPU values from one of the simulators."""
     ns = int(now * 1e9)
-    frames = [sim.sample(ns) for sim in sims]
+    frames = [np.array(sim.sample(ns)) for sim in sims]
     for i, record in enumerate(records):
         store.apply_frame(record, DecodedFrame(ns, host_values, frames[i % len(frames)], 0))
 
@@ -88,7 +88,7 @@ def measure(hosts: int, ticks: int, seed: int) -> dict[str, float]:
     sims = [SimBackend(f"sim-{i}", count=GPUS, seed=seed + i) for i in range(min(hosts, 32))]
     for sim in sims:
         sim.open()
-    host_values = HostSource().sample()
+    host_values = np.array(HostSource().sample())
     sink = CountingSink()
     clock = [now]
     engine = DetectionEngine(store, sink, clock=lambda: clock[0])

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from collector.alerting.sink import AlertSink
 from collector.decode import DecodedFrame
@@ -53,8 +54,9 @@ class OfflineFleet:
     def disconnect(self, record: HostRecord) -> None:
         record.connected = False
 
-    def frame(self, record: HostRecord, unix_ns: int, host: np.ndarray, gpu: np.ndarray) -> None:
-        decoded = DecodedFrame(unix_ns, host, gpu, 0)
+    def frame(self, record: HostRecord, unix_ns: int, host: npt.ArrayLike, gpu: npt.ArrayLike) -> None:
+        """Apply one frame's values (arrays, or an agent source's plain rows) as the server would."""
+        decoded = DecodedFrame(unix_ns, np.asarray(host, dtype=np.float64), np.asarray(gpu, dtype=np.float64), 0)
         self.store.apply_frame(record, decoded)
         self.engine.frame_applied(record, unix_ns)
 
