@@ -105,10 +105,22 @@ class Sampler:
         """Spool an event now and wake the shipper: events do not wait for the next tick."""
         self.spool.append(pb.AgentMessage(event=event))
         self.stats.events += 1
-        if event.WhichOneof("kind") == "xid":
+        kind = event.WhichOneof("kind")
+        if kind == "xid":
             key = (event.xid.gpu_index, event.xid.xid)
             self.xid_counts[key] = self.xid_counts.get(key, 0) + max(1, event.xid.count)
+        elif kind == "inventory":
+            self._follow_inventory(event.inventory.gpu)
         self.wakeup.set()
+
+    def _follow_inventory(self, gpu: pb.GpuInventory) -> None:
+        """Keep this boot's Hello as the GPUs are now. The event itself is acknowledged and gone once
+        applied; a later connect (a network blip, a restarted collector) starts from the Hello, which
+        would otherwise put back the driver, VBIOS or power limits the GPU had when the agent started."""
+        if self.hello is None or not 0 <= gpu.index < len(self.hello.gpus):
+            return
+        self.hello.gpus[gpu.index].CopyFrom(gpu)
+        self.spool.update_hello(self.hello)
 
     async def tick(self) -> None:
         now = self.clock()

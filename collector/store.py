@@ -91,9 +91,11 @@ class FleetStore:
         same_gpus = existing is not None and [g.uuid for g in existing.gpus] == [g.uuid for g in hello.gpus]
         if existing is not None and same_gpus:
             slot, metas = existing.slot, existing.gpus
+            # The Hello describes the GPUs as they are now (the agent keeps it current through
+            # inventory changes), so it replaces what the last stream left.
             for meta, inv in zip(metas, hello.gpus, strict=True):
-                meta.driver_version = inv.driver_version
-                meta.unsupported = frozenset(inv.unsupported_field_ids)
+                _set_facts(meta, inv)
+            self.generation += 1  # label caches rebuild
         else:
             if existing is not None:
                 self._release_rows(existing)
@@ -207,9 +209,8 @@ class FleetStore:
     def update_gpu(self, record: HostRecord, inv: pb.GpuInventory) -> None:
         """A GPU's inventory changed under a running agent: same row and series, new facts and labels."""
         meta = record.gpus[inv.index]
-        meta.uuid, meta.model, meta.serial, meta.pci_bus_id = inv.uuid, inv.name, inv.serial, inv.pci_bus_id
-        meta.driver_version, meta.vbios_version = inv.driver_version, inv.vbios_version
-        meta.unsupported = frozenset(inv.unsupported_field_ids)
+        meta.uuid = inv.uuid
+        _set_facts(meta, inv)
         record.hello.gpus[inv.index].CopyFrom(inv)
         self.gpu_lost[meta.row] = False  # it answered NVML: whatever was lost is back
         self.generation += 1  # label caches rebuild
@@ -226,6 +227,13 @@ class FleetStore:
         """One GPU value by name: for tests and the terminal view, not the hot path."""
         record = self.hosts[host_id]
         return float(self.gpu_values[record.gpus[gpu_index].row, self.gpu_columns[self.catalog.gpu(field_name).id]])
+
+
+def _set_facts(meta: GpuMeta, inv: pb.GpuInventory) -> None:
+    """What a GPU's inventory says of it, beyond its identity (uuid) and its place in the store."""
+    meta.model, meta.serial, meta.pci_bus_id = inv.name, inv.serial, inv.pci_bus_id
+    meta.driver_version, meta.vbios_version = inv.driver_version, inv.vbios_version
+    meta.unsupported = frozenset(inv.unsupported_field_ids)
 
 
 def _grow(array: np.ndarray, fill: object) -> np.ndarray:

@@ -35,6 +35,11 @@ class Spool(Protocol):
 
     def hello(self, boot_id: str) -> pb.Hello: ...
 
+    def update_hello(self, hello: pb.Hello) -> None:
+        """The current epoch's Hello, changed under the running agent (a GPU's inventory): every later
+        connect sends this one, so a collector never goes back to what the GPUs were at start."""
+        ...
+
     def read(self, boot_id: str, after_seq: int, limit: int, *, events_only: bool = False) -> list[pb.AgentMessage]:
         """Records with seq > after_seq in order, at most ``limit``."""
         ...

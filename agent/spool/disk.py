@@ -411,6 +411,17 @@ class DiskSpool:
         with self._lock:
             return self._epochs[boot_id].hello
 
+    def update_hello(self, hello: pb.Hello) -> None:
+        with self._lock:
+            epoch = self._current
+            if epoch is None or epoch.boot_id != hello.boot_id:
+                raise ValueError(f"update_hello for boot {hello.boot_id!r}, which is not the current epoch")
+            # Synchronous, like the first write: an inventory change is rare (an admin's power limit,
+            # a driver reload), and the file must be whole before it replaces the old one.
+            _write_atomic(epoch.directory / "hello.pb", frame_record(KIND_HELLO, 0, hello.SerializeToString()))
+            epoch.hello = pb.Hello()
+            epoch.hello.CopyFrom(hello)
+
     def last_seq(self, boot_id: str) -> int:
         with self._lock:
             return self._epochs[boot_id].last_seq

@@ -94,6 +94,14 @@ class MemorySpool:
         with self._lock:
             return self._epochs[boot_id].hello
 
+    def update_hello(self, hello: pb.Hello) -> None:
+        with self._lock:
+            if hello.boot_id != self._current:
+                raise ValueError(f"update_hello for boot {hello.boot_id!r}, which is not the current epoch")
+            current = pb.Hello()
+            current.CopyFrom(hello)
+            self._epochs[hello.boot_id].hello = current
+
     def read(self, boot_id: str, after_seq: int, limit: int, *, events_only: bool = False) -> list[pb.AgentMessage]:
         out: list[pb.AgentMessage] = []
         with self._lock:

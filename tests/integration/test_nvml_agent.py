@@ -17,7 +17,7 @@ from agent.records import GpuInfo
 from agent.sources.nvml import NvmlBackend
 from agent.sources.workload import WorkloadResolver
 from tests.fakes.nvml import FakeGpu, FakeNvml
-from tests.kit import Pki, Service, http_get, metric_value, start_collector
+from tests.kit import Collector, Pki, Service, http_get, metric_value, start_collector
 from tests.kit import agent_config as write_agent_config
 
 
@@ -82,6 +82,44 @@ async def test_nvml_agent_end_to_end(tmp: Path, test_pki: Pki, services: list[Se
             lambda: metric_value(metrics(), "gpulse_gpu_temperature_celsius", host="gpu-node", gpu="0") == 71,
             "GPU 0 still reporting",
         )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def test_an_inventory_change_outlives_a_collector_restart(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    fake = FakeNvml([FakeGpu(uuid=f"GPU-inv-{i}", pci_bus_id=f"00000000:{0x18 + i:02X}:00.0") for i in range(2)])
+    backend = NvmlBackend(fake, kmsg_path=None, budget_s=0.3, inventory_every=2)
+    config = agent_config.load(
+        write_agent_config(tmp, test_pki, "inv-node", [collector.target], gpu={"source": "nvml"})
+    )
+    sampler, shipper = build_agent(config, gpu=backend)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(sampler, shipper, stop))
+
+    def vbios(target: Collector) -> float | None:
+        text = http_get(target.url("/metrics"))
+        return metric_value(text, "gpulse_gpu_info", host="inv-node", gpu="1", vbios_version="96.00.99.00.02")
+
+    try:
+        await until(lambda: metric_value(http_get(collector.url("/metrics")), "gpulse_host_up", host="inv-node") == 1,
+                    "the agent streaming")  # fmt: skip
+        fake.gpus[1].vbios = "96.00.99.00.02"  # flashed under the running agent
+        await until(lambda: vbios(collector) == 1, "the inventory change at the collector")
+        # The change was acknowledged long ago; a restarted collector knows the GPUs only from the
+        # Hello of the reconnecting stream, which must describe them as they are now.
+        collector.stop()
+        restarted = collector.start()
+        assert isinstance(restarted, Collector)
+        restarted.wait_ready()
+        services.append(restarted)
+        await until(lambda: vbios(restarted) == 1, "the new VBIOS after the collector restarted")
+        text = http_get(restarted.url("/metrics"))
+        assert metric_value(text, "gpulse_gpu_info", host="inv-node", gpu="1", vbios_version="96.00.99.00.01") is None
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)

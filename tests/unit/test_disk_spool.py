@@ -328,3 +328,21 @@ def test_a_boot_spooled_under_another_host_id_is_dropped_not_left_to_block(tmp_p
     assert (drop.boot_id, drop.records, drop.reason) == ("boot-a", 5, "host id changed")
     assert spool.flush()
     assert not any(p.name.endswith("boot-a") for p in tmp_path.iterdir())
+
+
+def test_the_current_hello_can_be_updated_and_the_update_survives_a_restart(tmp_path: Path, spools: list) -> None:
+    spool = open_spool(tmp_path, spools)
+    spool.open_epoch(hello("boot-a"))
+    spool.append(batch(1.0))
+    changed = pb.Hello(
+        host_id="node-1", boot_id="boot-a", protocol_version=1, gpus=[pb.GpuInventory(vbios_version="2")]
+    )
+    spool.update_hello(changed)
+    changed.gpus[0].vbios_version = "3"  # the spool keeps its own copy
+    assert spool.hello("boot-a").gpus[0].vbios_version == "2"
+    spool = reopen(spool, spools)
+    assert spool.hello("boot-a").gpus[0].vbios_version == "2"
+    assert frame_values(spool.read("boot-a", 0, 10)) == [1.0]
+    spool.open_epoch(hello("boot-b"))
+    with pytest.raises(ValueError, match="boot-a"):  # an earlier boot's Hello is what that boot was
+        spool.update_hello(changed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.spool.memory import MemorySpool
 from protos import telemetry_pb2 as pb
 
@@ -33,3 +35,17 @@ def test_memory_spool_acknowledged_records_are_forgotten() -> None:
         spool.append(batch(float(i)))
     spool.ack("boot-a", 3)
     assert [m.seq for m in spool.read("boot-a", 0, 10)] == [4, 5]
+
+
+def test_memory_spool_keeps_a_copy_of_the_updated_hello_for_the_current_boot_only() -> None:
+    spool = MemorySpool()
+    spool.open_epoch(hello("boot-a"))
+    changed = pb.Hello(
+        host_id="node-1", boot_id="boot-a", protocol_version=1, gpus=[pb.GpuInventory(vbios_version="2")]
+    )
+    spool.update_hello(changed)
+    changed.gpus[0].vbios_version = "3"
+    assert spool.hello("boot-a").gpus[0].vbios_version == "2"
+    spool.open_epoch(hello("boot-b"))
+    with pytest.raises(ValueError, match="boot-a"):
+        spool.update_hello(changed)

@@ -72,3 +72,20 @@ async def test_a_tick_sends_workloads_for_gpus_with_processes(tmp_path: Path) ->
         (0, [(31337, "slurm", "777")])
     ]
     s.gpu.close()  # type: ignore[union-attr]
+
+
+async def test_an_inventory_change_is_sent_and_kept_in_the_hello_for_later_connects(tmp_path: Path) -> None:
+    fake = FakeNvml()
+    spool = MemorySpool()
+    s = sampler(NvmlBackend(fake, kmsg_path=None, budget_s=5.0, inventory_every=2), spool, tmp_path)
+    started = s.start()
+    assert started.gpus[1].vbios_version == "96.00.99.00.01"
+    fake.gpus[1].vbios = "96.00.99.00.02"  # flashed under the running agent
+    for _ in range(3):
+        await s.tick()
+    assert "inventory" in event_kinds(spool, s.boot_id)
+    # What the next Hello says: the GPU as it is now, the other one as it was.
+    current = spool.hello(s.boot_id)
+    assert [g.vbios_version for g in current.gpus] == ["96.00.99.00.01", "96.00.99.00.02"]
+    assert current.gpus[1].uuid == started.gpus[1].uuid and current.boot_id == started.boot_id
+    s.gpu.close()  # type: ignore[union-attr]

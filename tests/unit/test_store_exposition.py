@@ -63,6 +63,19 @@ def test_reconnect_with_same_gpus_keeps_rows_and_new_gpus_get_new_ones() -> None
     assert len(changed.gpus) == 1 and changed.gpus[0].uuid == "GPU-replaced"
 
 
+def test_a_reconnect_takes_the_gpus_facts_from_the_new_hello() -> None:
+    store = FleetStore()
+    h = hello("a", 2)
+    apply(store, h, NOW, 1.0)
+    store.hosts["a"].connected = True
+    again = hello("a", 2)
+    again.gpus[1].vbios_version, again.gpus[1].driver_version = "96.00.99.00.02", "560.28.03"
+    store.register(again, FrameLayout.from_hello(again))
+    text = FleetExposition(store, stale_after=120, clock=lambda: NOW / 1e9).render()
+    info = [line for line in text.splitlines() if line.startswith('gpulse_gpu_info{host="a",gpu="1"')]
+    assert len(info) == 1 and 'vbios_version="96.00.99.00.02"' in info[0] and 'driver_version="560.28.03"' in info[0]
+
+
 def test_exposition_escapes_labels_skips_nan_and_stale_hosts() -> None:
     store = FleetStore()
     apply(store, hello("fresh", 1), NOW, 1.5)
