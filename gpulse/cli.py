@@ -85,15 +85,30 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     if args.file is None:
         path, kind = Path(args.kind_or_file), ""
-    elif args.kind_or_file in ("agent", "collector"):
+    elif args.kind_or_file in ("agent", "collector", "rules"):
         path, kind = args.file, args.kind_or_file
     else:
-        print(f"gpulse check-config: unknown kind {args.kind_or_file!r}: expected agent or collector", file=sys.stderr)
+        print(
+            f"gpulse check-config: unknown kind {args.kind_or_file!r}: expected agent, collector or rules",
+            file=sys.stderr,
+        )
         return 2
     kind = kind or infer_kind(path)
-    loader = agent_config.load if kind == "agent" else collector_config.load
-    loader(path)
-    print(f"{path}: ok ({kind} config)")
+    if kind == "agent":
+        agent_config.load(path)
+        print(f"{path}: ok (agent config)")
+        return 0
+    # The detection engine (numpy) is loaded only here, for the kinds that have rules.
+    from collector.detect.engine import check_rules
+
+    if kind == "rules":
+        rules = check_rules([path])
+        print(f"{path}: ok ({len(rules.rules)} rules)")
+        return 0
+    config = collector_config.load(path)
+    # The rule files it names are checked as the collector would load them at start.
+    rules = check_rules(config.detect.rules)
+    print(f"{path}: ok (collector config; {len(rules.rules)} rules from {', '.join(rules.sources)})")
     return 0
 
 
@@ -159,8 +174,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     q.add_argument("--refresh", action="store_true", help="only re-sign the list with a new next-update date")
     q.add_argument("--days", type=int, default=30, help="days until the list's next update")
 
-    p = sub.add_parser("check-config", help="validate a config file; the kind is inferred when not given")
-    p.add_argument("kind_or_file", metavar="[agent|collector] FILE")
+    p = sub.add_parser(
+        "check-config",
+        help="validate an agent or collector config (with the rule files it names) or a rule file; "
+        "a config's kind is inferred when not given",
+    )
+    p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE")
     p.add_argument("file", type=Path, nargs="?")
     p.set_defaults(func=_cmd_check_config)
 

@@ -136,6 +136,17 @@ def _window_function(function: str, times: Array, values: Array, current: Array,
         return np.nanmax(series, axis=0)
 
 
+def check_rules(paths: Sequence[Path | str]) -> RuleSet:
+    """Load rule files exactly as a collector starting with them would (the same signals, the same
+    checks) and evaluate nothing: for `gpulse check-config`, in CI before a rule change ships."""
+
+    class _Discard:
+        def push(self, alerts: Sequence[Alert], now: float) -> None:
+            return None
+
+    return DetectionEngine(FleetStore(), _Discard(), rule_paths=paths).rules
+
+
 class DetectionEngine:
     """Rules, peer comparison and baselines over the fleet store; an IngestObserver of the server."""
 

@@ -23,7 +23,7 @@ def test_kind_is_inferred_from_the_contents(kind: str, tmp_path: Path, capsys: p
     copy = tmp_path / "some.toml"  # a name that gives nothing away
     copy.write_text((EXAMPLES / f"{kind}.toml").read_text())
     code, out = run(capsys, str(copy))
-    assert code == 0 and f"ok ({kind} config)" in out
+    assert code == 0 and f"ok ({kind} config" in out
 
 
 def test_explicit_kind_still_works(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,3 +86,33 @@ def test_services_exit_2_on_a_config_error_so_systemd_does_not_restart_them(
     # The units say RestartPreventExitStatus=2: a bad config stays failed instead of restarting in a loop.
     assert main([command, "--config", str(tmp_path / "missing.toml")]) == 2
     assert "missing.toml: file not found" in capsys.readouterr().err
+
+
+BAD_RULE = '[[rule]]\nname = "Hot"\nexpr = "temperatur > 90"\nseverity = "warning"\n'
+
+
+def test_a_rule_file_is_checked_as_the_collector_would_load_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "site.toml"
+    good.write_text('[[rule]]\nname = "Hot"\nexpr = "temperature > 90"\nseverity = "warning"\nfor = "30s"\n')
+    code, out = run(capsys, "rules", str(good))
+    assert code == 0 and f"{good}: ok (1 rules)" in out
+    bad = tmp_path / "typo.toml"
+    bad.write_text(BAD_RULE)
+    code, out = run(capsys, "rules", str(bad))
+    assert code == 2 and f"{bad}: rule 'Hot': unknown signal 'temperatur'" in out
+
+
+def test_a_collector_config_is_checked_with_the_rule_files_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(capsys, str(EXAMPLES / "collector.toml"))
+    assert code == 0 and "rules from builtin:default.toml" in out
+    bad = tmp_path / "typo.toml"
+    bad.write_text(BAD_RULE)
+    path = tmp_path / "collector.toml"
+    example = (EXAMPLES / "collector.toml").read_text()
+    path.write_text(example.replace('rules = ["builtin:default.toml"]', f'rules = ["{bad}"]'))
+    code, out = run(capsys, str(path))
+    assert code == 2 and f"{bad}: rule 'Hot': unknown signal 'temperatur'" in out
