@@ -49,7 +49,8 @@ def build_hello(
         boot_id=boot_id,
         agent_version=__version__,
         protocol_version=PROTOCOL_VERSION,
-        sent_unix_ns=time.time_ns(),
+        boot_unix_ns=(now := time.time_ns()),
+        sent_unix_ns=now,  # stamped again at every connect
         interval_seconds=interval,
         host=pb.HostInventory(
             hostname=host.hostname,

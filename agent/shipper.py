@@ -72,6 +72,7 @@ class Shipper:
         rotation_check_seconds: float = 1.0,
         rehome_after: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = time.time_ns,
         diagnose: Callable[[], object] | None = None,
     ) -> None:
         self.spool = spool
@@ -90,6 +91,7 @@ class Shipper:
         # a collector that returns after an outage or upgrade gets its hosts back.
         self.rehome_after = rehome_after
         self.monotonic = monotonic
+        self.wall_clock = wall_clock
         self._rehome_at: float | None = None
         self.acked_seq: dict[str, int] = {}  # per boot id: what the collector has acknowledged
 
@@ -181,6 +183,10 @@ class Shipper:
         hello = pb.Hello()
         hello.CopyFrom(self.spool.hello(boot_id))
         hello.resume_after_seq = self._resume_after(boot_id)
+        # The spooled Hello carries the boot's start; a boot spooled by an agent that predates
+        # boot_unix_ns has it as sent_unix_ns, which now becomes the time of this connect.
+        hello.boot_unix_ns = hello.boot_unix_ns or hello.sent_unix_ns
+        hello.sent_unix_ns = self.wall_clock()
         await call.write(pb.AgentMessage(hello=hello))
         first = await call.read()
         if first is grpc.aio.EOF or not first.HasField("welcome"):
@@ -211,6 +217,7 @@ class Shipper:
             # Events go first after a (re)connect: a queued XID must not wait behind a backlog of ticks.
             sent_events = self.spool.read(boot_id, acked, self.max_in_flight, events_only=True)
             for record in sent_events:
+                record.sent_unix_ns = self.wall_clock()
                 await call.write(record)
             resent = {r.seq for r in sent_events}
             sent = acked
@@ -252,6 +259,8 @@ class Shipper:
                     continue
                 for record in batch:
                     if record.seq not in resent:
+                        # Stamped as it goes, not when spooled: the collector's clock-skew estimate.
+                        record.sent_unix_ns = self.wall_clock()
                         await call.write(record)
                         self.stats.sent += 1
                     sent = record.seq

@@ -25,6 +25,7 @@ from collector.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ratelimit import TokenBucket
 from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
+from collector.skew import ClockSkew
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
@@ -144,6 +145,11 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         token = object()
         self._active[record.host_id] = token
         record.connected = True
+        # From the Hello's send stamp, then from every message's: a clock that drifts or jumps
+        # mid-stream shows (and alerts) without waiting for a reconnect.
+        skew = ClockSkew()
+        if record.hello.sent_unix_ns:
+            record.clock_skew_seconds = skew.observe(record.hello.sent_unix_ns, self.clock())
         self.metrics.connected_agents.inc()
         log.info("agent connected", host_id=record.host_id, boot_id=record.boot_id, peer=context.peer())
         self.metrics.agent_certificate_expiry.labels(record.host_id).set(identity.not_after_unix)
@@ -169,6 +175,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                         f"(burst {self.limits.records_burst:g}) from this host; slow down and retry",
                     )
                     break
+                if message.sent_unix_ns:
+                    record.clock_skew_seconds = skew.observe(message.sent_unix_ns, self.clock())
                 self._process(record, progress, message)
         except MessageTooLarge as exc:
             ended = self._refuse_midstream(
@@ -246,12 +254,11 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 "too_many_hosts",
                 f"the collector already holds {self.limits.max_hosts} hosts; host {hello.host_id!r} not admitted",
             )
-        if current is not None and current.boot_id != hello.boot_id and hello.sent_unix_ns < current.hello.sent_unix_ns:
+        if current is not None and current.boot_id != hello.boot_id and _boot_start(hello) < _boot_start(current.hello):
             # The agent is draining an earlier boot's spool: apply it without rebinding the host.
             record = self.store.replay_record(current, hello, layout)
         else:
             record = self.store.register(hello, layout)
-        record.clock_skew_seconds = (hello.sent_unix_ns - self.clock()) / 1e9 if hello.sent_unix_ns else 0.0
         progress = self._progress(hello.host_id, hello.boot_id)
         if hello.resume_after_seq > progress.tracker.watermark:
             # Another collector acknowledged these before the agent failed over here: they will not come.
@@ -405,6 +412,12 @@ def _is_drop_notice(message: pb.AgentMessage) -> bool:
         return False
     drop = message.event.spool_drop
     return 0 < drop.first_seq <= drop.last_seq == message.seq
+
+
+def _boot_start(hello: pb.Hello) -> int:
+    """When the Hello's boot started; agents before ``boot_unix_ns`` stamped their boot's start as
+    ``sent_unix_ns``."""
+    return hello.boot_unix_ns or hello.sent_unix_ns
 
 
 def _event_gpu(event: pb.Event) -> int | None:

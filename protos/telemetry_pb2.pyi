@@ -19,16 +19,18 @@ HEALTH_WARN: HealthStatus
 HEALTH_FAIL: HealthStatus
 
 class AgentMessage(_message.Message):
-    __slots__ = ("seq", "hello", "batch", "event")
+    __slots__ = ("seq", "hello", "batch", "event", "sent_unix_ns")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hello: Hello
     batch: Batch
     event: Event
-    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+    sent_unix_ns: int
+    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., sent_unix_ns: _Optional[int] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
     __slots__ = ("welcome", "ack")
@@ -39,7 +41,7 @@ class CollectorMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("host_id", "boot_id", "agent_version", "protocol_version", "sent_unix_ns", "interval_seconds", "host", "gpus", "host_field_ids", "gpu_field_ids", "resume_after_seq")
+    __slots__ = ("host_id", "boot_id", "agent_version", "protocol_version", "sent_unix_ns", "interval_seconds", "host", "gpus", "host_field_ids", "gpu_field_ids", "resume_after_seq", "boot_unix_ns")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +53,7 @@ class Hello(_message.Message):
     HOST_FIELD_IDS_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_IDS_FIELD_NUMBER: _ClassVar[int]
     RESUME_AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    BOOT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     boot_id: str
     agent_version: str
@@ -62,7 +65,8 @@ class Hello(_message.Message):
     host_field_ids: _containers.RepeatedScalarFieldContainer[int]
     gpu_field_ids: _containers.RepeatedScalarFieldContainer[int]
     resume_after_seq: int
-    def __init__(self, host_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., interval_seconds: _Optional[float] = ..., host: _Optional[_Union[HostInventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuInventory, _Mapping]]] = ..., host_field_ids: _Optional[_Iterable[int]] = ..., gpu_field_ids: _Optional[_Iterable[int]] = ..., resume_after_seq: _Optional[int] = ...) -> None: ...
+    boot_unix_ns: int
+    def __init__(self, host_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., interval_seconds: _Optional[float] = ..., host: _Optional[_Union[HostInventory, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuInventory, _Mapping]]] = ..., host_field_ids: _Optional[_Iterable[int]] = ..., gpu_field_ids: _Optional[_Iterable[int]] = ..., resume_after_seq: _Optional[int] = ..., boot_unix_ns: _Optional[int] = ...) -> None: ...
 
 class HostInventory(_message.Message):
     __slots__ = ("hostname", "kernel", "os", "cpu_count", "memory_total_bytes", "gpu_source", "labels")

@@ -31,7 +31,7 @@ HOST_DERIVED = (
     "seconds_since_frame",  # collector time since the host's newest frame was applied
     "missed_intervals",  # seconds_since_frame in the agent's own sampling intervals
     "connected",  # 1 while the agent's stream is open
-    "clock_skew_seconds",  # agent clock minus collector clock at stream open
+    "clock_skew_seconds",  # agent clock minus collector clock, kept current along the stream
     "spool_dropped_records",  # counter: records the agent's spool dropped unsent
     "gpus_missing",  # GPUs this host reported before that its current inventory lacks
     "gpu_count",

@@ -41,7 +41,11 @@ _DCGM_XID = ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error enc
 _HOST_STATE_FAMILIES = (
     ("gpulse_host_up", "gauge", "1 while the host's agent is connected and sending."),
     ("gpulse_host_last_frame_timestamp_seconds", "gauge", "Sample time of the host's newest frame."),
-    ("gpulse_host_clock_skew_seconds", "gauge", "Agent clock minus collector clock at stream open."),
+    (
+        "gpulse_host_clock_skew_seconds",
+        "gauge",
+        "Agent clock minus collector clock, from the send stamps on its messages.",
+    ),
     (
         "gpulse_host_spool_dropped_records_total",
         "counter",
