@@ -135,10 +135,18 @@ def collector_status(running: RunningCollector) -> str:
 
 
 async def reload_collector(running: RunningCollector, config: CollectorConfig) -> str:
-    """SIGHUP: limits, log level, certificate paths and the CRL apply now; listen addresses at restart."""
-    if config.crl != running.revocation.path:
-        running.revocation = RevocationList(config.crl, config.tls.ca)
-        running.service.revocation = running.revocation
+    """SIGHUP: limits, log level, certificate paths, the CRL, rule files and the whole ``[alerting]``
+    section (routes, receivers, timings, inhibit rules) apply now; listen addresses at restart.
+
+    The steps that can refuse (a new CRL file, the alerting config) run first, so a refusal leaves
+    everything as it was. Firing alerts keep their state and stay with the receiver that paged them
+    until they resolve; queued notifications and silences carry over (docs/alerting.md, "Reloading").
+    """
+    revocation = RevocationList(config.crl, config.tls.ca) if config.crl != running.revocation.path else None
+    alerting = running.alerting.reload(config.alerting) if running.alerting is not None else ""
+    if revocation is not None:
+        running.revocation = revocation
+        running.service.revocation = revocation
     else:
         running.revocation.ca_path = config.tls.ca
         running.revocation.refresh(force=True)
@@ -147,7 +155,9 @@ async def reload_collector(running: RunningCollector, config: CollectorConfig) -
     if running.detection is not None:
         running.detection.reload()  # rule files also reload by themselves when they change
     logs.configure(config.log_level)
-    return f"config reloaded; {len(running.revocation.serials)} certificates revoked"
+    return "; ".join(
+        filter(None, [f"config reloaded; {len(running.revocation.serials)} certificates revoked", alerting])
+    )
 
 
 async def run_collector(
@@ -163,7 +173,13 @@ async def run_collector(
 
         async def reload() -> str:
             # A ConfigError here leaves the running settings untouched; runtime logs and reports it.
-            return await reload_collector(running, collector_config.load(config_path))
+            try:
+                summary = await reload_collector(running, collector_config.load(config_path))
+            except Exception:
+                running.metrics.config_reloads.labels("failure").inc()
+                raise
+            running.metrics.config_reloads.labels("success").inc()
+            return summary
 
         lifecycle.on_reload(reload)
     try:

@@ -19,6 +19,14 @@ class CollectorMetrics:
         self.streams_refused = Counter(
             "gpulse_collector_streams_refused", "Agent streams refused, by reason.", ["reason"], registry=r
         )
+        self.config_reloads = Counter(
+            "gpulse_collector_config_reloads",
+            "Config file reloads (SIGHUP), by result; a failure left the running config in use.",
+            ["result"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)  # both series exist from the start, so rate() sees the first
         self.frames_applied = Counter(
             "gpulse_collector_frames_applied", "Frames applied to the fleet store.", registry=r
         )

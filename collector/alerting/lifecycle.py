@@ -43,7 +43,7 @@ class AlertLifecycle:
         self._dispatcher = dispatcher
         self.resolve_timeout = resolve_timeout
         self.max_future_seconds = max_future_seconds
-        self._enrich = enrich or _no_enrichment
+        self.enrich = enrich or _no_enrichment  # replaced on reload (dashboard_url)
         self._on_reject = on_reject
         self.alerts: dict[str, Alert] = {}
         self.generation = 0  # bumps on every change of an alert's state, so readers can cache
@@ -103,7 +103,7 @@ class AlertLifecycle:
         if alert.state is AlertState.FIRING:
             alert = replace(alert, ends_at=None)
             try:
-                alert = self._enrich(alert)
+                alert = self.enrich(alert)
             except Exception:  # context is a nicety: a page without it beats no page
                 log.exception("could not add context to alert", fingerprint=fp)
         self.alerts[fp] = alert

@@ -97,6 +97,11 @@ class AlertingMetrics:
         self._live.receivers = receivers
         self.registry.register(self._live)
 
+    def follow_receivers(self, receivers: tuple[str, ...]) -> None:
+        """After a reload: the receivers whose outbox depth is exported even when zero."""
+        if self._live is not None:
+            self._live.receivers = receivers
+
     def unwatch(self) -> None:
         if self._live is not None:
             self.registry.unregister(self._live)

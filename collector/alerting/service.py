@@ -1,11 +1,15 @@
-"""Alerting wired together in one place: state, lifecycle, dispatcher, muters, notifier, outbox, receivers."""
+"""Alerting wired together in one place: state, lifecycle, dispatcher, muters, notifier, outbox, receivers.
+
+``reload`` swaps in a new ``[alerting]`` config (SIGHUP) while the state, the outbox and the silences
+carry on: what is notified from then on follows the new routes, receivers, timings and inhibit rules.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -51,8 +55,8 @@ class AlertingService:
         self.clock = clock
         self.state = AlertingState(state_dir / STATE_FILE)
         self.metrics = AlertingMetrics(registry)
-        resend = {r.name: r.resend_interval for r in config.receivers if isinstance(r, AlertmanagerConfig)}
-        self.dispatcher = Dispatcher(config.route, resend)
+        self._store = store
+        self.dispatcher = Dispatcher(config.route, resend_intervals(config))
         self.lifecycle = AlertLifecycle(
             self.state,
             self.dispatcher,
@@ -61,11 +65,14 @@ class AlertingService:
             enrich=StoreContext(store, config.dashboard_url) if store is not None else None,
         )
         self.silencer = Silencer(self.state, clock)
-        self.inhibitor = Inhibitor(config.inhibit_rules, self.lifecycle.firing, lambda: self.lifecycle.generation)
+        self.inhibitor = self._inhibitor(config)
         self.muters: dict[str, Muter] = {"inhibition": self.inhibitor, "silence": self.silencer}
         self._retry = retry
         self._given_receivers = receivers
+        # One dict, shared with the notifier and the deliverer: a reload updates it in place.
         self.receivers: dict[str, Receiver] = {}
+        # Receivers a reload removed that still owe a resolve or a queued notification.
+        self.retired: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -76,7 +83,9 @@ class AlertingService:
     async def start(self, *, background: bool = True) -> None:
         """Open receivers and restore state; ``background=False`` leaves calling ``step`` to the caller."""
         self._session = aiohttp.ClientSession()
-        self.receivers = self._given_receivers or build_receivers(self.config.receivers, self._session, self.clock)
+        self.receivers.update(
+            self._given_receivers or build_receivers(self.config.receivers, self._session, self.clock)
+        )
         self.notifier = Notifier(self.state, self.receivers, self.muters, self.metrics)
         self.deliverer = Deliverer(self.state, self.receivers, self.metrics, policy=self._retry)
         self.metrics.watch(self.lifecycle.counts, self.state.outbox_depth, tuple(self.receivers))
@@ -86,6 +95,70 @@ class AlertingService:
             log.info("pending notifications found in the outbox", count=depth)
         if background:
             self._task = asyncio.create_task(self._run(), name="alerting")
+
+    def _inhibitor(self, config: AlertingConfig) -> Inhibitor:
+        return Inhibitor(config.inhibit_rules, self.lifecycle.firing, lambda: self.lifecycle.generation)
+
+    def reload(self, config: AlertingConfig, *, receivers: Mapping[str, Receiver] | None = None) -> str:
+        """Apply a new ``[alerting]`` config to what is notified from now on; returns a one-line summary.
+
+        Raises ValueError, changing nothing, when a route names a receiver the config does not define.
+        Firing alerts keep their state and stay with the receiver that paged them until they resolve
+        (``Dispatcher.reload``); the outbox and the silences are untouched.
+        """
+        assert self._session is not None, "start() first"
+        problem = unknown_receivers(config)
+        if problem:
+            raise ValueError(problem)
+        built = (
+            dict(receivers) if receivers is not None else build_receivers(config.receivers, self._session, self.clock)
+        )
+        # A removed receiver stays until it has sent what it owes: the resolves of what it paged and
+        # what waits for it in the outbox. Its old settings are the ones those incidents were opened with.
+        leaving = {name: r for name, r in self.receivers.items() if name not in built}
+        resend = {**resend_intervals(config), **{n: r.resend_interval for n, r in leaving.items() if r.resend_interval}}
+        now = self.clock()
+        self.dispatcher.reload(config.route, resend, self._told, now)
+        self.receivers.clear()
+        self.receivers.update(built)
+        self.receivers.update(leaving)
+        self.retired = set(leaving)
+        self.metrics.follow_receivers(tuple(self.receivers))
+        self._prune_retired()
+        self.inhibitor = self._inhibitor(config)
+        self.muters["inhibition"] = self.inhibitor
+        self.lifecycle.resolve_timeout = config.resolve_timeout
+        if self._store is not None:
+            self.lifecycle.enrich = StoreContext(self._store, config.dashboard_url)
+        self.config = config
+        self._wake.set()  # a route that changed for alerts still waiting should act at once
+        firing = len(self.lifecycle.firing())
+        kept = f", {len(self.retired)} removed receivers finishing" if self.retired else ""
+        log.info(
+            "alerting config reloaded",
+            receivers=sorted(built),
+            retired=sorted(self.retired),
+            firing=firing,
+            groups=self.dispatcher.group_count(),
+        )
+        return f"alerting: {len(built)} receivers{kept}, {firing} firing alerts kept"
+
+    def _told(self, receiver: str, group_key: str) -> frozenset[str]:
+        entry = self.state.nflog_get(receiver, group_key)
+        return entry.firing if entry is not None else frozenset()
+
+    def _prune_retired(self) -> None:
+        """Drop removed receivers once no group will notify them and the outbox holds nothing for them."""
+        if not self.retired:
+            return
+        busy = self.dispatcher.receivers() | set(self.state.outbox_depth())
+        done = self.retired - busy
+        for name in done:
+            self.retired.discard(name)
+            self.receivers.pop(name, None)
+            log.info("removed receiver has sent what it owed", receiver=name)
+        if done:
+            self.metrics.follow_receivers(tuple(self.receivers))
 
     # -- AlertSink ---------------------------------------------------------------------------------
     def push(self, alerts: Sequence[Alert], now: float) -> None:
@@ -108,6 +181,7 @@ class AlertingService:
                     self.notifier.process(flush, now)
                     self.lifecycle.forget_flushed([a.fingerprint for a in flush.alerts])
         await self.deliverer.deliver_due(now)
+        self._prune_retired()
 
     async def _run(self) -> None:
         last_gc = 0.0
@@ -139,3 +213,18 @@ class AlertingService:
             await self._session.close()
         self.metrics.unwatch()
         self.state.close()
+
+
+def resend_intervals(config: AlertingConfig) -> dict[str, float]:
+    """Receivers that must hear of firing alerts at least this often (Alertmanager forgets silent alerts)."""
+    return {r.name: r.resend_interval for r in config.receivers if isinstance(r, AlertmanagerConfig)}
+
+
+def unknown_receivers(config: AlertingConfig) -> str:
+    """A problem when a route names a receiver the config lacks ("" when none); ``parse`` refuses these
+    too, this guards configs built in code."""
+    names = {r.name for r in config.receivers}
+    for route in config.route.walk():
+        if route.receiver not in names:
+            return f"route {route.path} names no configured receiver: {route.receiver!r}"
+    return ""

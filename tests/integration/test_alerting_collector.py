@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,18 @@ import pytest
 
 from collector.alerting.alert import fingerprint
 from tests.fakes.pagerduty import FakePagerDuty
-from tests.kit import ROOT, Collector, Pki, Service, collector_config, http_get, metric_value, wait_for
+from tests.kit import (
+    ROOT,
+    Collector,
+    Pki,
+    Service,
+    alert_labels,
+    collector_config,
+    http_get,
+    metric_value,
+    push_alerts,
+    wait_for,
+)
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -73,24 +83,6 @@ routing_key_env = "PD_KEY"
     return collector
 
 
-def labels(name: str, host: str, gpu: str = "", severity: str = "critical") -> dict[str, str]:
-    out = {"alertname": name, "severity": severity, "host": host}
-    if gpu:
-        out["gpu"] = gpu
-    return out
-
-
-def push(collector: Collector, *alerts: dict[str, str], state: str = "firing") -> None:
-    body = [
-        {"labels": a, "state": state, "starts_at": 1.7e9, "annotations": {"summary": a["alertname"]}} for a in alerts
-    ]
-    request = urllib.request.Request(
-        collector.url("/api/v1/alerts"), json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert json.loads(response.read())["accepted"] == len(alerts)
-
-
 def restart(collector: Collector) -> Collector:
     collector.start().wait_ready()  # same config, ports and state directory
     return collector
@@ -100,13 +92,13 @@ def test_killed_between_trigger_and_resolve_pages_once_and_resolves(
     tmp: Path, test_pki: Pki, services: list[Service], pagerduty: FakePagerDuty
 ) -> None:
     collector = start(tmp, test_pki, pagerduty, services)
-    xid = labels("GpuXid", "node-1", "3")
-    push(collector, xid)
+    xid = alert_labels("GpuXid", "node-1", "3")
+    push_alerts(collector, xid)
     wait_for(lambda: pagerduty.triggers(fingerprint(xid)), what="the trigger")
     collector.kill()
     restart(collector)
-    push(collector, xid)  # detection re-sends what still fires
-    push(collector, xid, state="resolved")
+    push_alerts(collector, xid)  # detection re-sends what still fires
+    push_alerts(collector, xid, state="resolved")
     wait_for(lambda: pagerduty.resolves(fingerprint(xid)), what="the resolve after restart")
     incident = pagerduty.incidents[fingerprint(xid)]
     assert (incident.opened, incident.triggers, incident.open) == (1, 1, False)
@@ -117,8 +109,8 @@ def test_resolve_is_not_forgotten_when_the_condition_cleared_while_down(
     tmp: Path, test_pki: Pki, services: list[Service], pagerduty: FakePagerDuty
 ) -> None:
     collector = start(tmp, test_pki, pagerduty, services, resolve_timeout=4)
-    lost = labels("GpuLost", "node-2", "0")
-    push(collector, lost)
+    lost = alert_labels("GpuLost", "node-2", "0")
+    push_alerts(collector, lost)
     wait_for(lambda: pagerduty.triggers(fingerprint(lost)), what="the trigger")
     collector.kill()
     assert pagerduty.resolves() == []
@@ -132,8 +124,8 @@ def test_pending_notification_survives_a_restart_and_is_sent(
 ) -> None:
     pagerduty.fail_next(503, times=10_000)
     collector = start(tmp, test_pki, pagerduty, services)
-    dbe = labels("GpuDbe", "node-3", "1")
-    push(collector, dbe)
+    dbe = alert_labels("GpuDbe", "node-3", "1")
+    push_alerts(collector, dbe)
     wait_for(
         lambda: metric_value(collector.metrics(), "gpulse_alerting_notifications_retried_total", receiver="pd"),
         what="a failed, retried delivery",
@@ -182,8 +174,8 @@ def test_silence_through_the_command_line(
     silence_id = added.stdout.strip()
     listed = gpulse("silence", "--url", url, "list")
     assert silence_id in listed.stdout and "ana" in listed.stdout and "swapping the GPU" in listed.stdout
-    silenced, other = labels("GpuHot", "node-s", "0"), labels("GpuHot", "node-t", "0")
-    push(collector, silenced, other)
+    silenced, other = alert_labels("GpuHot", "node-s", "0"), alert_labels("GpuHot", "node-t", "0")
+    push_alerts(collector, silenced, other)
     wait_for(lambda: pagerduty.triggers(fingerprint(other)), what="the unsilenced alert's page")
     wait_for(lambda: metric_value(collector.metrics(), "gpulse_alerting_alerts_muted_total", by="silence"))
     assert pagerduty.triggers(fingerprint(silenced)) == []
@@ -202,15 +194,15 @@ def test_host_down_and_gpu_lost_inhibit_what_they_explain(
     tmp: Path, test_pki: Pki, services: list[Service], pagerduty: FakePagerDuty
 ) -> None:
     collector = start(tmp, test_pki, pagerduty, services)
-    down, hot_on_down_host = labels("HostDown", "h1"), labels("GpuHot", "h1", "0")
+    down, hot_on_down_host = alert_labels("HostDown", "h1"), alert_labels("GpuHot", "h1", "0")
     lost, xid_on_lost_gpu, hot_elsewhere = (
-        labels("GpuLost", "h2", "1"),
-        labels("GpuXid", "h2", "1"),
-        labels("GpuHot", "h2", "2"),
+        alert_labels("GpuLost", "h2", "1"),
+        alert_labels("GpuXid", "h2", "1"),
+        alert_labels("GpuHot", "h2", "2"),
     )
-    push(collector, down, lost)
+    push_alerts(collector, down, lost)
     wait_for(lambda: len(pagerduty.triggers()) == 2, what="the HostDown and GpuLost pages")
-    push(collector, hot_on_down_host, xid_on_lost_gpu, hot_elsewhere)
+    push_alerts(collector, hot_on_down_host, xid_on_lost_gpu, hot_elsewhere)
     wait_for(lambda: pagerduty.triggers(fingerprint(hot_elsewhere)), what="the uninhibited alert's page")
     wait_for(
         lambda: (metric_value(collector.metrics(), "gpulse_alerting_alerts_muted_total", by="inhibition") or 0) >= 2
@@ -226,12 +218,12 @@ def test_two_collectors_seeing_the_same_fault_open_one_incident(
 ) -> None:
     a = start(tmp, test_pki, pagerduty, services, name="collector-a")
     b = start(tmp, test_pki, pagerduty, services, name="collector-b")
-    xid = labels("GpuXid", "node-ha", "4")
-    push(a, xid)
-    push(b, xid)
+    xid = alert_labels("GpuXid", "node-ha", "4")
+    push_alerts(a, xid)
+    push_alerts(b, xid)
     wait_for(lambda: len(pagerduty.triggers()) == 2, what="a trigger from each collector")
     assert {e["dedup_key"] for e in pagerduty.triggers()} == {fingerprint(xid)}
-    push(a, xid, state="resolved")
+    push_alerts(a, xid, state="resolved")
     wait_for(lambda: pagerduty.resolves(fingerprint(xid)), what="the resolve")
     incident = pagerduty.incidents[fingerprint(xid)]
     assert (incident.opened, incident.open) == (1, False)
