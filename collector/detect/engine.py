@@ -23,7 +23,7 @@ from collector.alerting.alert import Alert, AlertState
 from collector.alerting.sink import AlertSink
 from collector.detect import expr as ex
 from collector.detect.baseline import BaselineDetector
-from collector.detect.history import SignalHistory, forward_fill
+from collector.detect.history import HistoryByDepth, forward_fill
 from collector.detect.peers import PeerDetector, load_band
 from collector.detect.rules import DEFAULT_RULES, Rule, RuleError, RuleSet, load_rules
 from collector.detect.signals import FleetSignals
@@ -105,7 +105,7 @@ class _Context:
         if function in ("increase", "rate"):
             result = history.increase(column, self.now, seconds, current)
             if function == "rate":
-                result = result / max(min(seconds, self.now - history.oldest()), 1e-9)
+                result = result / max(min(seconds, self.now - history.oldest(column)), 1e-9)
             return result if on_gpu or self.scope == "host" else self._spread(result)
         got = history.window(column, self.now, seconds, rows, whole=function == "absent")
         if got is None:
@@ -147,6 +147,11 @@ def check_rules(paths: Sequence[Path | str]) -> RuleSet:
     return DetectionEngine(FleetStore(), _Discard(), rule_paths=paths).rules
 
 
+# Snapshots a running-totals ring keeps over its window: a ten-minute increase at 1 s starts within
+# 5 s before the window's start, from a ring a fifth as deep.
+HISTORY_SNAPSHOTS = 120
+
+
 class DetectionEngine:
     """Rules, peer comparison and baselines over the fleet store; an IngestObserver of the server."""
 
@@ -182,8 +187,8 @@ class DetectionEngine:
         self.active: dict[tuple[str, int], Alert] = {}  # (rule, row or slot) -> its alert as last pushed
         self.gpu_now: Array = np.zeros((0, len(self.signals.gpu_names)))
         self.host_now: Array = np.zeros((0, len(self.signals.host_names)))
-        self.gpu_history = SignalHistory([], 2, 1)
-        self.host_history = SignalHistory([], 2, 1)
+        self.gpu_history = HistoryByDepth({}, 1)
+        self.host_history = HistoryByDepth({}, 1)
         self._mtimes: dict[str, float] = {}
         self._models: dict[str, int] = {}
         self._jobs: dict[str, int] = {"": 0}
@@ -248,21 +253,30 @@ class DetectionEngine:
         return True
 
     def _size_history(self, rules: RuleSet) -> None:
+        """Keep each windowed column as deep as the longest window over it (XID windows read the
+        XID log, not these rings)."""
         sig = self.signals
-        gpu_cols: set[int] = set()
-        host_cols: set[int] = set()
+        ticks: dict[tuple[str, int, str], int] = {}  # (scope, column, form) -> longest window in ticks
         for rule in rules.rules:
             for w in ex.windows(rule.expr):
+                span = math.ceil(min(w.seconds, self.max_history_seconds) / self.interval)
+                form = "totals" if w.function in ("increase", "rate") else "values"
                 if rule.scope == "gpu" and w.signal in sig.gpu_index:
-                    gpu_cols.add(sig.gpu_index[w.signal])
+                    key = ("gpu", sig.gpu_index[w.signal], form)
                 else:
-                    host_cols.add(sig.host_index[w.signal])
-        span = min(rules.longest_window, self.max_history_seconds)
-        depth = math.ceil(span / self.interval) + 3
-        for attr, cols in (("gpu_history", gpu_cols), ("host_history", host_cols)):
-            old: SignalHistory = getattr(self, attr)
-            if sorted(cols) != sorted(old.columns) or depth != old.depth:
-                setattr(self, attr, SignalHistory(sorted(cols), depth, old.rows))
+                    key = ("host", sig.host_index[w.signal], form)
+                ticks[key] = max(span, ticks.get(key, 0))
+        for scope, attr in (("gpu", "gpu_history"), ("host", "host_history")):
+            depths: dict[tuple[int, str], tuple[int, int]] = {}
+            for (where, column, form), span in ticks.items():
+                if where == scope:
+                    # Running totals of a long window are kept every few ticks: an increase over
+                    # ten minutes does not need its start to the second.
+                    stride = max(1, math.ceil(span / HISTORY_SNAPSHOTS)) if form == "totals" else 1
+                    depths[column, form] = (math.ceil(span / stride) + 3, stride)
+            old: HistoryByDepth = getattr(self, attr)
+            if depths != old.depths:
+                setattr(self, attr, HistoryByDepth(depths, old.rows))
 
     # -- ingest observer ---------------------------------------------------------------------------
     def frame_applied(self, record: HostRecord, unix_ns: int) -> None:

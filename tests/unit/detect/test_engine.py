@@ -321,3 +321,20 @@ def test_a_paused_engine_ignores_events() -> None:
     fleet.engine.paused = True
     fleet.event("a", pb.Event(xid=pb.XidEvent(gpu_index=0, xid=79, count=1)))
     assert fleet.sink.pushes == [] and fleet.engine.stats.immediate_evaluations == 0
+
+
+def test_history_is_as_deep_as_each_window_read_and_xid_windows_take_none() -> None:
+    fleet = Fleet()  # the default pack: XIDs over 30 minutes, ECC increases over 10, most others 1
+    engine = fleet.engine
+    spans = {key: depth * stride for key, (depth, stride) in engine.gpu_history.depths.items()}
+    ecc = engine.signals.gpu_index["ecc_uncorrected_volatile"]
+    temperature = engine.signals.gpu_index["temperature"]
+    assert max(spans.values()) <= 600 + 3 * 5  # the 30-minute XID windows read the XID log
+    assert spans[ecc, "totals"] >= 600 and (ecc, "values") not in spans
+    assert spans[temperature, "values"] == 60 + 3  # absent(temperature[1m])
+    # 1,000 GPUs' history in a few megabytes, not the hundreds one 30-minute ring of all took.
+    for h in range(16):
+        fleet.add_host(f"big-{h}", gpus=64)
+    fleet.step()
+    assert engine.gpu_history.rows >= 1024
+    assert engine.gpu_history.nbytes < 16 * 2**20

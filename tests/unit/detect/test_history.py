@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from collector.detect.history import SignalHistory, forward_fill
+from collector.detect.history import HistoryByDepth, SignalHistory, forward_fill
 
 
 def _history(rows: list[list[float]]) -> SignalHistory:
@@ -55,3 +56,36 @@ def test_rows_grow_and_forgotten_rows_lose_their_past() -> None:
     assert got is not None
     assert np.isnan(got[1][:, 0]).all()
     assert got[1][-1, 1:].tolist() == [5.0, 6.0]
+
+
+def test_totals_kept_every_n_ticks_give_the_increase_from_the_snapshot_before_the_window() -> None:
+    every = SignalHistory([0], depth=40, rows=1, values=False)
+    sparse = SignalHistory([0], depth=10, rows=1, values=False, stride=5)
+    for t in range(30):  # a counter growing by 1 a tick, reset to 0 at t=20
+        value = np.array([[float(t if t < 20 else t - 20)]])
+        every.push(float(t), value)
+        sparse.push(float(t), value)
+    now, current = np.float64(30.0), np.array([10.0])
+    exact = every.increase(0, now=now, seconds=10.0, current=current)[0]
+    assert exact == 10.0
+    # Snapshots at 0, 5, ..., 25: the window (20, 30] starts from the one at 20, as the exact one does.
+    assert sparse.increase(0, now=now, seconds=10.0, current=current)[0] == exact
+    # A window starting between snapshots starts from the one before it: never less than the exact.
+    assert sparse.increase(0, now=now, seconds=8.0, current=current)[0] == exact
+    assert every.increase(0, now=now, seconds=8.0, current=current)[0] == 8.0
+    with pytest.raises(ValueError, match="window functions"):
+        SignalHistory([0], depth=10, rows=1, stride=5)  # raw snapshots are read one by one
+
+
+def test_each_column_is_kept_as_deep_as_its_longest_window_and_only_in_the_form_read() -> None:
+    history = HistoryByDepth({(3, "totals"): (123, 5), (3, "values"): (63, 1), (7, "values"): (33, 1)}, rows=1000)
+    matrix = np.zeros((1000, 8))
+    for t in range(200):
+        matrix[:, 3] = t
+        matrix[:, 7] = -t
+        history.push(float(t), matrix)
+    assert history.increase(3, now=200.0, seconds=600.0, current=np.full(1000, 200.0))[0] == 200.0
+    got = history.window(7, now=199.0, seconds=30.0, rows=1000)
+    assert got is not None and got[1][-1, 0] == -199.0 and len(got[0]) == 31
+    # 1,000 rows: 123 totals + 63 + 33 snapshots of one column each, 8 bytes a value.
+    assert history.nbytes == (123 + 63 + 33) * 1000 * 8
