@@ -120,6 +120,7 @@ def measure(hosts: int, ticks: int, seed: int) -> dict[str, float]:
         "floor_ms": statistics.median(floors) * 1e3,
         "ratio": wall / statistics.median(floors),
         "alerts": sink.pushed,
+        "history_mib": (engine.gpu_history.nbytes + engine.host_history.nbytes) / 2**20,
     }
 
 
@@ -131,13 +132,14 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{SERIES_PER_HOST} series per host (8 GPUs); default rule pack; median of {args.ticks} ticks")
     print(f"{'series':>9} {'hosts':>6} {'tick ms':>8} {'CPU ms':>8} {'ns/series':>9} {'floor ms':>9} {'x floor':>8}"
-          f" {'share of 1 s':>12} {'alerts':>7}")  # fmt: skip
+          f" {'share of 1 s':>12} {'alerts':>7} {'history MiB':>11}")  # fmt: skip
     for target in (int(s) for s in args.series.split(",")):
         hosts = max(1, round(target / SERIES_PER_HOST))
         r = measure(hosts, args.ticks, args.seed)
         print(
             f"{r['series']:9.0f} {r['hosts']:6.0f} {r['wall_ms']:8.1f} {r['cpu_ms']:8.1f} {r['ns_per_series']:9.1f}"
-            f" {r['floor_ms']:9.2f} {r['ratio']:8.1f} {r['wall_ms'] / 10:11.1f}% {r['alerts']:7.0f}",
+            f" {r['floor_ms']:9.2f} {r['ratio']:8.1f} {r['wall_ms'] / 10:11.1f}% {r['alerts']:7.0f}"
+            f" {r['history_mib']:11.1f}",
             flush=True,
         )
 
