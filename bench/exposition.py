@@ -2,6 +2,10 @@
 
     .venv/bin/python -m bench.exposition [--hosts 500] [--gpus 8] [--repeat 5]
 
+It also measures how long a scrape holds the collector's event loop (where ingest runs): the
+longest stretch a heartbeat task waits while one render runs, for the render in one go and for
+the sliced render the /metrics handler uses (``render_async``), in the same run.
+
 The fleet is simulated hosts (sim H100s, seeded), every field filled as a real scrape would see it.
 The baseline gets the very same samples as ready-made metric families, so it is timed on rendering
 alone; gpulse's figure includes everything a scrape does (staleness, gathering, formatting, encode).
@@ -10,6 +14,7 @@ alone; gpulse's figure includes everything a scrape does (staleness, gathering, 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections.abc import Iterable
 
@@ -85,6 +90,35 @@ def best_of(repeat: int, fn: object) -> float:
     return best
 
 
+def loop_hold(render: object) -> tuple[float, float]:
+    """The longest wait of a heartbeat task on the loop while ``render`` runs there once, and the
+    render's CPU time."""
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        longest, last, done = 0.0, loop.time(), False
+
+        async def heartbeat() -> None:
+            nonlocal longest, last
+            while not done:
+                await asyncio.sleep(0)
+                now = loop.time()
+                longest, last = max(longest, now - last), now
+
+        beat = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0)
+        started = time.process_time()
+        result = render()  # type: ignore[operator]
+        if asyncio.iscoroutine(result):
+            await result
+        cpu = time.process_time() - started
+        done = True
+        await beat
+        return longest, cpu
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=500)
@@ -111,6 +145,10 @@ def main() -> None:
     print(f"gpulse render:       {ours * 1e3:8.1f} ms  {series / ours / 1e6:6.2f} M series/s")
     print(f"generate_latest:     {theirs * 1e3:8.1f} ms  {series / theirs / 1e6:6.2f} M series/s")
     print(f"ratio (gpulse / generate_latest): {theirs / ours:.1f}x")
+    whole = min((loop_hold(exposition.render) for _ in range(args.repeat)), key=lambda r: r[0])
+    sliced = min((loop_hold(exposition.render_async) for _ in range(args.repeat)), key=lambda r: r[0])
+    print(f"event loop held by one render: in one go {whole[0] * 1e3:.1f} ms, sliced {sliced[0] * 1e3:.1f} ms"
+          f" ({whole[0] / sliced[0]:.1f}x shorter); sliced CPU / whole CPU {sliced[1] / whole[1]:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

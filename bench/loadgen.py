@@ -118,7 +118,7 @@ def start_collector_work(service: object, store: object, scrape_every: float) ->
     async def scrape() -> None:
         while True:
             await asyncio.sleep(scrape_every)
-            exposition.render()
+            await exposition.render_async()  # as the collector's /metrics handler renders
 
     SCRAPES.add(asyncio.create_task(scrape()))
 

@@ -51,12 +51,20 @@ def _num(value: float) -> float | None:
 
 
 def build_app(store: FleetStore, exposition: FleetExposition, metrics: CollectorMetrics) -> web.Application:
-    async def metrics_handler(_: web.Request) -> web.Response:
+    async def metrics_handler(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        body = exposition.render()
+        chunks = await exposition.render_async()
         metrics.ingest_seconds.set(time.perf_counter() - started)
-        body += generate_latest(metrics.registry).decode()
-        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        chunks.append(generate_latest(metrics.registry))
+        # Written chunk by chunk: a large fleet's text is never joined into one more copy, and the
+        # loop runs ingest while the socket drains.
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response.content_length = sum(len(chunk) for chunk in chunks)
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "hosts": len(store.hosts)})

@@ -9,8 +9,9 @@ Formats: ``gpulse`` (our names, base units) and ``dcgm`` (dcgm-exporter's names,
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -144,6 +145,33 @@ class FleetExposition:
     # -- render ------------------------------------------------------------------------------------
     def render(self) -> str:
         """The whole exposition text, ending in a newline (or empty when there is nothing to show)."""
+        blocks: Blocks = []
+        for _ in self._render_steps(blocks):
+            pass
+        return _join(blocks)
+
+    async def render_async(self) -> list[bytes]:
+        """The same text, UTF-8 encoded in chunks whose concatenation is ``render()``'s, rendered in
+        slices between which the event loop goes on with ingest: a scrape of a large fleet (about
+        0.3 s of CPU and 125 MB of text at 2,000 hosts, joining and encoding included) does not hold
+        every stream for its whole length. Values may move between slices, as they would between
+        two scrapes; the fleet's shape may not: if a host joins or leaves mid-render, the rows
+        chosen at the start may belong to another GPU by then, so the render starts over, in one go."""
+        generation = self.store.generation
+        blocks: Blocks = []
+        chunks: list[bytes] = []
+        done = 0
+        for _ in self._render_steps(blocks):
+            chunks.append(_join(blocks[done:]).encode())
+            done = len(blocks)
+            await asyncio.sleep(0)
+            if self.store.generation != generation:
+                return [self.render().encode()]
+        chunks.append(_join(blocks[done:]).encode())
+        return chunks
+
+    def _render_steps(self, blocks: Blocks) -> Iterator[None]:
+        """Render into ``blocks``, pausing (yielding) after every few families."""
         self._refresh_labels()
         store = self.store
         n_slots = len(store.by_slot)
@@ -153,23 +181,15 @@ class FleetExposition:
         n_rows = len(store.gpu_meta)
         host_slot = store.gpu_host_slot[:n_rows]
         rows = np.flatnonzero((host_slot >= 0) & fresh[np.maximum(host_slot, 0)])
-        blocks: Blocks = []
         if "gpulse" in self.formats:
-            self._render_hosts(blocks, present, fresh)
-            self._render_gpus(blocks, rows)
+            yield from self._render_hosts(blocks, present, fresh)
+            yield from self._render_gpus(blocks, rows)
         if "dcgm" in self.formats:
-            self._render_dcgm(blocks, rows)
-        # One join over every piece: a large fleet's text is copied once, not once per family.
-        pieces: list[str] = []
-        for item in blocks:
-            if isinstance(item, str):
-                pieces.append(item)
-            else:
-                pieces.extend(item)
-            pieces.append("\n")
-        return "".join(pieces)
+            yield from self._render_dcgm(blocks, rows)
 
-    def _render_hosts(self, blocks: Blocks, present: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]) -> None:
+    def _render_hosts(
+        self, blocks: Blocks, present: npt.NDArray[np.bool_], fresh: npt.NDArray[np.bool_]
+    ) -> Iterator[None]:
         store = self.store
         table = self._hosts.table
         all_slots = np.flatnonzero(present)
@@ -191,8 +211,9 @@ class FleetExposition:
         drops = np.array([dropped.get(r.host_id, 0) if r is not None else 0 for r in fresh_records], dtype=np.float64)
         blocks.append(block(header(dr_name, dr_kind, dr_help), table[3, slots].tolist(), format_values(drops)))
         blocks.append(self._host_info(slots))
+        yield
         offset = len(_HOST_STATE_FAMILIES)
-        self._render_matrix(blocks, self._host_heads, table[offset:], slots, store.host_values[slots])
+        yield from self._render_matrix(blocks, self._host_heads, table[offset:], slots, store.host_values[slots])
 
     def _host_info(self, slots: npt.NDArray[np.int64]) -> str:
         lines = [header("gpulse_host_info", "gauge", "Host inventory from the agent's hello; always 1.")]
@@ -207,12 +228,13 @@ class FleetExposition:
             )
         return "\n".join(lines)
 
-    def _render_gpus(self, blocks: Blocks, rows: npt.NDArray[np.int64]) -> None:
+    def _render_gpus(self, blocks: Blocks, rows: npt.NDArray[np.int64]) -> Iterator[None]:
         store = self.store
         table = self._gpus.table
         blocks.append(self._gpu_info(rows))
+        yield
         offset = len(_GPU_STATE_FAMILIES)
-        self._render_matrix(blocks, self._gpu_heads, table[offset:], rows, store.gpu_values[rows])
+        yield from self._render_matrix(blocks, self._gpu_heads, table[offset:], rows, store.gpu_values[rows])
         name, kind, help_text = _GPU_STATE_FAMILIES[0]
         lost = store.gpu_lost[rows].astype(np.float64)
         blocks.append(block(header(name, kind, help_text), table[0, rows].tolist(), format_values(lost)))
@@ -223,6 +245,7 @@ class FleetExposition:
             blocks.append(block(header(name, kind, help_text), prefixes, format_values(limit[known])))
         blocks.append(self._health_block(rows))
         blocks.append(self._xid_block(rows))
+        yield
         if nvlink := nvlink_block(self.store.nvlink, rows, self._gpus.labels):
             blocks.append(nvlink)
         if reasons := health_reasons_block(self.store.health_reasons, rows, self._gpus.labels):
@@ -272,10 +295,10 @@ class FleetExposition:
             lines.append(f'gpulse_gpu_xid_errors_total{{{labels[row]},xid="{code}"}} {count}')
         return "\n".join(lines)
 
-    def _render_dcgm(self, blocks: Blocks, rows: npt.NDArray[np.int64]) -> None:
+    def _render_dcgm(self, blocks: Blocks, rows: npt.NDArray[np.int64]) -> Iterator[None]:
         values = self.store.gpu_values[rows][:, self._dcgm_columns] * self._dcgm_scales
         values[:, self._dcgm_whole] = np.floor(values[:, self._dcgm_whole])
-        self._render_matrix(blocks, self._dcgm_heads, self._dcgm.table[: len(DCGM_FAMILIES)], rows, values)
+        yield from self._render_matrix(blocks, self._dcgm_heads, self._dcgm.table[: len(DCGM_FAMILIES)], rows, values)
         last_xid = self.tallies.last_xid
         store = self.store
         keys = []
@@ -294,23 +317,45 @@ class FleetExposition:
         table: npt.NDArray[np.object_],
         rows: npt.NDArray[np.int64],
         values: npt.NDArray[np.float64],
-    ) -> None:
-        """One family per column of ``values`` (one line per row of it), NaN left out; formatted in one pass."""
-        by_family = np.ascontiguousarray(values.T)
-        keep = ~np.isnan(by_family)
-        texts = format_values(by_family[keep])
+    ) -> Iterator[None]:
+        """One family per column of ``values`` (one line per row of it), NaN left out; formatted a
+        slice of families at a time, each slice in one pass, with a pause after each."""
         # Usually every row is fresh: a slice is a view, where a gather would copy the whole table.
         contiguous = len(rows) > 0 and int(rows[-1]) == len(rows) - 1
-        prefixes = (table[:, : len(rows)] if contiguous else table[:, rows])[keep].tolist()
-        ends = np.cumsum(keep.sum(axis=1)).tolist()
-        start = 0
-        for head, end in zip(heads, ends, strict=True):
-            family: list[str] = [""] * (2 * (end - start) + 1)
-            family[0] = head
-            family[1::2] = prefixes[start:end]
-            family[2::2] = texts[start:end]
-            blocks.append(family)
-            start = end
+        for first in range(0, len(heads), _FAMILIES_PER_SLICE):
+            last = min(first + _FAMILIES_PER_SLICE, len(heads))
+            by_family = np.ascontiguousarray(values[:, first:last].T)
+            keep = ~np.isnan(by_family)
+            texts = format_values(by_family[keep])
+            part = table[first:last, : len(rows)] if contiguous else table[first:last][:, rows]
+            prefixes = part[keep].tolist()
+            ends = np.cumsum(keep.sum(axis=1)).tolist()
+            start = 0
+            for head, end in zip(heads[first:last], ends, strict=True):
+                family: list[str] = [""] * (2 * (end - start) + 1)
+                family[0] = head
+                family[1::2] = prefixes[start:end]
+                family[2::2] = texts[start:end]
+                blocks.append(family)
+                start = end
+            yield
+
+
+# Families formatted between two pauses of an asynchronous render: at most about 25 ms of work at 2,000
+# hosts, and few enough slices that formatting in one pass per slice stays cheap.
+_FAMILIES_PER_SLICE = 4
+
+
+def _join(blocks: Blocks) -> str:
+    """One join over every piece: a large fleet's text is copied once, not once per family."""
+    pieces: list[str] = []
+    for item in blocks:
+        if isinstance(item, str):
+            pieces.append(item)
+        else:
+            pieces.extend(item)
+        pieces.append("\n")
+    return "".join(pieces)
 
 
 def _field_header(name: str, kind: Kind, help_text: str) -> str:

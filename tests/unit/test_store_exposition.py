@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 import numpy as np
@@ -98,3 +99,43 @@ def test_exposition_passes_promtool_check_metrics() -> None:
     except FileNotFoundError:
         pytest.fail("promtool is required (Debian package prometheus)")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_the_asynchronous_render_is_the_same_text_and_lets_the_loop_run_between_slices() -> None:
+    store = FleetStore()
+    for h in range(20):
+        apply(store, hello(f"h{h}", 8), NOW, float(h))
+        store.hosts[f"h{h}"].connected = True
+    exposition = FleetExposition(store, stale_after=120, clock=lambda: NOW / 1e9, formats=("gpulse", "dcgm"))
+    turns = 0
+
+    async def ingest() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(ingest())
+    await asyncio.sleep(0)
+    before = turns
+    chunks = await exposition.render_async()
+    other.cancel()
+    assert len(chunks) > 10 and b"".join(chunks).decode() == exposition.render()
+    assert turns - before >= 10  # ingest ran between the slices, not only before and after
+
+
+async def test_a_host_joining_mid_render_makes_the_render_start_over_whole() -> None:
+    store = FleetStore()
+    for h in range(5):
+        apply(store, hello(f"h{h}", 8), NOW, 1.0)
+    exposition = FleetExposition(store, stale_after=120, clock=lambda: NOW / 1e9)
+
+    async def join() -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        apply(store, hello("late", 8), NOW, 2.0)  # registers: the fleet's shape changes
+
+    joining = asyncio.create_task(join())
+    text = b"".join(await exposition.render_async()).decode()
+    await joining
+    assert 'host="late"' in text and text == exposition.render()
