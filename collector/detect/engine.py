@@ -105,7 +105,9 @@ class _Context:
         if function in ("increase", "rate"):
             result = history.increase(column, self.now, seconds, current)
             if function == "rate":
-                result = result / max(min(seconds, self.now - history.oldest(column)), 1e-9)
+                # Over the time the increase really covers: a ring kept every few ticks starts it
+                # a little before the window, a young one after.
+                result = result / max(self.now - history.increase_start(column, self.now, seconds), 1e-9)
             return result if on_gpu or self.scope == "host" else self._spread(result)
         got = history.window(column, self.now, seconds, rows, whole=function == "absent")
         if got is None:
@@ -256,24 +258,27 @@ class DetectionEngine:
         """Keep each windowed column as deep as the longest window over it (XID windows read the
         XID log, not these rings)."""
         sig = self.signals
-        ticks: dict[tuple[str, int, str], int] = {}  # (scope, column, form) -> longest window in ticks
+        # (scope, column, form) -> the shortest and the longest window over it, in ticks
+        ticks: dict[tuple[str, int, str], tuple[int, int]] = {}
         for rule in rules.rules:
             for w in ex.windows(rule.expr):
-                span = math.ceil(min(w.seconds, self.max_history_seconds) / self.interval)
+                span = max(1, math.ceil(min(w.seconds, self.max_history_seconds) / self.interval))
                 form = "totals" if w.function in ("increase", "rate") else "values"
                 if rule.scope == "gpu" and w.signal in sig.gpu_index:
                     key = ("gpu", sig.gpu_index[w.signal], form)
                 else:
                     key = ("host", sig.host_index[w.signal], form)
-                ticks[key] = max(span, ticks.get(key, 0))
+                shortest, longest = ticks.get(key, (span, span))
+                ticks[key] = (min(shortest, span), max(longest, span))
         for scope, attr in (("gpu", "gpu_history"), ("host", "host_history")):
             depths: dict[tuple[int, str], tuple[int, int]] = {}
-            for (where, column, form), span in ticks.items():
+            for (where, column, form), (shortest, longest) in ticks.items():
                 if where == scope:
-                    # Running totals of a long window are kept every few ticks: an increase over
-                    # ten minutes does not need its start to the second.
-                    stride = max(1, math.ceil(span / HISTORY_SNAPSHOTS)) if form == "totals" else 1
-                    depths[column, form] = (math.ceil(span / stride) + 3, stride)
+                    # Running totals are kept every few ticks when even the shortest window over
+                    # them is long: an increase over ten minutes does not need its start to the
+                    # second, but one over 30 s read from the same ring would.
+                    stride = max(1, math.ceil(shortest / HISTORY_SNAPSHOTS)) if form == "totals" else 1
+                    depths[column, form] = (math.ceil(longest / stride) + 3, stride)
             old: HistoryByDepth = getattr(self, attr)
             if depths != old.depths:
                 setattr(self, attr, HistoryByDepth(depths, old.rows))

@@ -116,13 +116,21 @@ class SignalHistory:
         now_total = self.total_now(raw)[:, kept]
         if self.count == 0:
             return np.where(np.isfinite(now_total), 0.0, np.nan)
-        order = self._ordered()
-        times = self.times[order]
-        first = max(int(np.searchsorted(times, now - seconds + 1e-9, side="right")) - 1, 0)
-        start = self.totals[order[first], :rows, kept]
+        start = self.totals[self._start_slot(now, seconds), :rows, kept]
         if start.shape[0] < rows:
             start = np.concatenate([start, np.full(rows - start.shape[0], np.nan)])
         return now_total - np.where(np.isnan(start), 0.0, start)
+
+    def increase_start(self, now: float, seconds: float) -> float:
+        """When the snapshot an increase over ``seconds`` up to ``now`` starts from was taken: the
+        last at or before the window's start (up to ``stride`` - 1 ticks before it), else the
+        oldest; ``now`` when there is none. A rate divides the increase by the time since then."""
+        return now if self.count == 0 else float(self.times[self._start_slot(now, seconds)])
+
+    def _start_slot(self, now: float, seconds: float) -> int:
+        order = self._ordered()
+        first = max(int(np.searchsorted(self.times[order], now - seconds + 1e-9, side="right")) - 1, 0)
+        return int(order[first])
 
     def _ordered(self) -> npt.NDArray[np.int64]:
         return (self.head - self.count + np.arange(self.count)) % self.depth
@@ -207,14 +215,13 @@ class HistoryByDepth:
     def increase(self, column: int, now: float, seconds: float, current: Array) -> Array:
         return self._of[column, "totals"].increase(column, now, seconds, current)
 
+    def increase_start(self, column: int, now: float, seconds: float) -> float:
+        return self._of[column, "totals"].increase_start(now, seconds)
+
     def window(
         self, column: int, now: float, seconds: float, rows: int, *, whole: bool = False
     ) -> tuple[Array, Array] | None:
         return self._of[column, "values"].window(column, now, seconds, rows, whole=whole)
-
-    def oldest(self, column: int, form: str = "totals") -> float:
-        """Time of the oldest snapshot kept of ``column`` in that form (inf when there is none)."""
-        return self._of[column, form].oldest()
 
 
 def _grow(array: Array, size: int, axis: int) -> Array:

@@ -338,3 +338,28 @@ def test_history_is_as_deep_as_each_window_read_and_xid_windows_take_none() -> N
     fleet.step()
     assert engine.gpu_history.rows >= 1024
     assert engine.gpu_history.nbytes < 16 * 2**20
+
+
+def test_a_short_rate_stays_exact_when_a_long_window_reads_the_same_counter(tmp_path: Path) -> None:
+    rules = write_rules(
+        tmp_path / "r.toml",
+        """
+[[rule]]
+name = "ReplaysNow"
+expr = "rate(pcie_replay[30s]) > 1.05"
+severity = "warning"
+[[rule]]
+name = "ReplaysToday"
+expr = "increase(pcie_replay[1h]) > 1e9"
+severity = "info"
+""",
+    )
+    fleet = Fleet([rules])
+    column = fleet.engine.signals.gpu_index["pcie_replay"]
+    # The hour's window alone would be kept every 30 ticks; the 30 s rate needs every tick.
+    assert fleet.engine.gpu_history.depths[column, "totals"] == (3600 + 3, 1)
+    fleet.add_host("a", gpus=1)
+    for i in range(300):  # exactly 1 replay a second: the 30 s rate is 1.0, never above 1.05
+        fleet.set("a", 0, "pcie_replay", float(i))
+        fleet.step()
+    assert fleet.firing() == set() and not any(a.name == "ReplaysNow" for _, a in fleet.sink.pushes)
