@@ -119,8 +119,11 @@ class Sampler:
         would otherwise put back the driver, VBIOS or power limits the GPU had when the agent started."""
         if self.hello is None or not 0 <= gpu.index < len(self.hello.gpus):
             return
-        self.hello.gpus[gpu.index].CopyFrom(gpu)
-        self.spool.update_hello(self.hello)
+        hello = pb.Hello()
+        hello.CopyFrom(self.hello)
+        hello.gpus[gpu.index].CopyFrom(gpu)
+        self.spool.update_hello(hello)
+        self.hello = hello
 
     async def tick(self) -> None:
         now = self.clock()

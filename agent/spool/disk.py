@@ -215,6 +215,7 @@ class DiskSpool:
         self._unlink: list[Path] = []
         self._dirty_dirs: set[Path] = set()
         self._notices: list[tuple[Path, bytes]] = []
+        self._hellos: dict[Path, bytes] = {}  # Hello rewrites for the writer thread, newest per file
         self._closing = False
         self._closed = False
         self._partial = {}
@@ -342,10 +343,12 @@ class DiskSpool:
         path.mkdir()
         # Written once, before sampling starts: a synchronous fsync here costs the sampler nothing.
         _write_atomic(path / "hello.pb", frame_record(KIND_HELLO, 0, hello.SerializeToString()))
+        kept = pb.Hello()
+        kept.CopyFrom(hello)  # the spool's own: the caller may go on changing theirs
         with self._lock:
             for old in list(self._epochs.values()):
                 self._discard_if_unsendable(old, hello)
-            epoch = _Epoch(hello.boot_id, path, hello)
+            epoch = _Epoch(hello.boot_id, path, kept)
             self._epochs[hello.boot_id] = epoch
             self._current = epoch
 
@@ -412,15 +415,18 @@ class DiskSpool:
             return self._epochs[boot_id].hello
 
     def update_hello(self, hello: pb.Hello) -> None:
+        kept = pb.Hello()
+        kept.CopyFrom(hello)
         with self._lock:
             epoch = self._current
             if epoch is None or epoch.boot_id != hello.boot_id:
                 raise ValueError(f"update_hello for boot {hello.boot_id!r}, which is not the current epoch")
-            # Synchronous, like the first write: an inventory change is rare (an admin's power limit,
-            # a driver reload), and the file must be whole before it replaces the old one.
-            _write_atomic(epoch.directory / "hello.pb", frame_record(KIND_HELLO, 0, hello.SerializeToString()))
-            epoch.hello = pb.Hello()
-            epoch.hello.CopyFrom(hello)
+            # In use at once (the next connect sends it); on disk through the writer thread, like
+            # every other write, so a slow or failing disk neither stalls the sampler nor stops the
+            # agent: a failed rewrite is counted and retried, and the old file stays whole meanwhile.
+            epoch.hello = kept
+            self._hellos[epoch.directory / "hello.pb"] = frame_record(KIND_HELLO, 0, kept.SerializeToString())
+            self._work.notify()
 
     def last_seq(self, boot_id: str) -> int:
         with self._lock:
@@ -533,7 +539,9 @@ class DiskSpool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                busy = any(s.unwritten for e in self._epochs.values() for s in e.segments) or self._notices
+                busy = (
+                    any(s.unwritten for e in self._epochs.values() for s in e.segments) or self._notices or self._hellos
+                )
                 if not busy and not self._unlink and not self._writer_busy:
                     return True
                 self._flush_requested = True
@@ -644,6 +652,7 @@ class DiskSpool:
                 sealed = [s.path for e in self._epochs.values() for s in e.segments if s.sealed and not s.unwritten]
                 unlink, self._unlink = self._unlink, []
                 notices, self._notices = self._notices, []
+                hellos, self._hellos = self._hellos, {}
                 dirs, self._dirty_dirs = self._dirty_dirs, set()
                 flush_requested, self._flush_requested = self._flush_requested, False
                 self._writer_busy = True
@@ -661,6 +670,10 @@ class DiskSpool:
                 for path, data in notices:
                     self._append_file(path, data)
                     dirty.add(path)
+                for path, data in list(hellos.items()):
+                    if path.parent.is_dir():  # else its epoch was sent and forgotten meanwhile
+                        _write_atomic(path, data)
+                    del hellos[path]
                 for path in unlink:
                     fd = fds.pop(path, None)
                     if fd is not None:
@@ -696,6 +709,9 @@ class DiskSpool:
             except OSError as exc:
                 self.stats.write_errors += 1
                 log.error("spool write failed; retrying", error=str(exc))
+                with self._lock:
+                    for path, data in hellos.items():  # not written: again, unless a newer one waits
+                        self._hellos.setdefault(path, data)
                 time.sleep(0.5)
             finally:
                 with self._lock:
@@ -714,6 +730,7 @@ class DiskSpool:
         return bool(
             self._unlink
             or self._notices
+            or self._hellos
             or self._flush_requested
             or any(s.unwritten for e in self._epochs.values() for s in e.segments)
         )

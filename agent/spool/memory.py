@@ -37,8 +37,10 @@ class MemorySpool:
         self._lock = threading.Lock()  # the shipper may read from a worker thread
 
     def open_epoch(self, hello: pb.Hello) -> None:
+        kept = pb.Hello()
+        kept.CopyFrom(hello)  # the spool's own: the caller may go on changing theirs
         with self._lock:
-            self._epochs[hello.boot_id] = _Epoch(hello)
+            self._epochs[hello.boot_id] = _Epoch(kept)
             self._current = hello.boot_id
 
     def append(self, message: pb.AgentMessage) -> int:

@@ -346,3 +346,30 @@ def test_the_current_hello_can_be_updated_and_the_update_survives_a_restart(tmp_
     spool.open_epoch(hello("boot-b"))
     with pytest.raises(ValueError, match="boot-a"):  # an earlier boot's Hello is what that boot was
         spool.update_hello(changed)
+
+
+def test_a_hello_rewrite_that_fails_is_counted_and_retried_without_the_caller_waiting(
+    tmp_path: Path, spools: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.spool.disk as disk
+
+    real, failures = disk._write_atomic, [0]
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.name == "hello.pb" and failures[0] < 2:
+            failures[0] += 1
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    spool = open_spool(tmp_path, spools)
+    spool.open_epoch(hello("boot-a"))
+    spool.append(batch(1.0))  # an epoch with records to send survives a restart
+    monkeypatch.setattr(disk, "_write_atomic", full_disk)
+    changed = hello("boot-a")
+    changed.gpus.add(vbios_version="2")
+    spool.update_hello(changed)  # returns at once: the disk is the writer thread's business
+    assert spool.hello("boot-a").gpus[0].vbios_version == "2"
+    wait_for(lambda: failures[0] == 2 and spool.flush(), what="the rewrite retried until it was written")
+    assert spool.stats.write_errors == 2
+    spool = reopen(spool, spools)
+    assert spool.hello("boot-a").gpus[0].vbios_version == "2"
