@@ -6,19 +6,20 @@ See docs/trace-format.md. One JSON object per line, in time order:
 - ``{"type": "host", "host": ID, "interval_seconds": S, "gpus": [inventory...]}`` before a host's first frame
 - ``{"type": "frame", "host": ID, "unix_ns": T, "gpu": [[...] per GPU], "host_values": [...]}``; null: not read
 - ``{"type": "event", "host": ID, "unix_ns": T, "event": {...}}``; the event in protobuf's JSON mapping
+
+Plain lists of floats (NaN: not read), no numpy: the agent's replay source reads traces, and the
+agent runs without numpy. Tools that want arrays convert what they read.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-import numpy.typing as npt
 from google.protobuf import json_format
 
 from agent.records import GpuInfo
@@ -27,7 +28,7 @@ from protos.fields import CATALOG, Scope
 
 FORMAT = "gpulse-trace"
 VERSION = 1
-Values = npt.NDArray[np.float64]
+Values = list[float]
 
 
 class TraceError(ValueError):
@@ -58,7 +59,7 @@ class TraceHost:
 class TraceFrame:
     host_id: str
     unix_ns: int
-    gpu: Values  # gpus x gpu fields
+    gpu: list[Values]  # one row of gpu fields per GPU
     host: Values  # host fields
 
 
@@ -72,8 +73,8 @@ class TraceEvent:
 TraceRecord = TraceHost | TraceFrame | TraceEvent
 
 
-def _numbers(values: Values) -> list[float | None]:
-    return [None if not math.isfinite(v) else float(v) for v in values.tolist()]
+def _numbers(values: Iterable[float]) -> list[float | None]:
+    return [None if not math.isfinite(v) else float(v) for v in values]
 
 
 def _gpu_json(info: GpuInfo) -> dict[str, Any]:
@@ -114,18 +115,17 @@ class TraceWriter:
             }
         )
 
-    def frame(self, host_id: str, unix_ns: int, gpu: npt.ArrayLike, host: npt.ArrayLike | None = None) -> None:
+    def frame(
+        self, host_id: str, unix_ns: int, gpu: Iterable[Iterable[float]], host: Iterable[float] | None = None
+    ) -> None:
+        host_values = _numbers(host) if host is not None else []
         self._line(
             {
                 "type": "frame",
                 "host": host_id,
                 "unix_ns": int(unix_ns),
-                "gpu": [_numbers(row) for row in np.asarray(gpu, dtype=np.float64)],
-                **(
-                    {"host_values": _numbers(np.asarray(host, dtype=np.float64))}
-                    if host is not None and np.size(host)
-                    else {}
-                ),
+                "gpu": [_numbers(row) for row in gpu],
+                **({"host_values": host_values} if host_values else {}),
             }
         )
 
@@ -182,14 +182,25 @@ def _json(path: str, number: int, line: str) -> dict[str, Any]:
     return data
 
 
-def _array(path: str, number: int, rows: Any, shape: tuple[int, ...], what: str) -> Values:
-    try:
-        values = np.array(rows, dtype=np.float64)  # None becomes NaN
-    except (TypeError, ValueError):
-        raise TraceError(path, number, f"{what} must hold numbers or null") from None
-    if values.shape != shape:
-        raise TraceError(path, number, f"{what} has shape {values.shape}, expected {shape}")
-    return values
+def _row(path: str, number: int, values: Any, width: int, what: str) -> Values:
+    """One row of numbers, null as NaN; refused, naming what, unless it holds ``width`` of them."""
+    if not isinstance(values, list) or any(isinstance(v, list) for v in values):
+        raise TraceError(path, number, f"{what} must be a list of numbers or null")
+    if any(v is not None and (isinstance(v, bool) or not isinstance(v, int | float)) for v in values):
+        raise TraceError(path, number, f"{what} must hold numbers or null")
+    if len(values) != width:
+        raise TraceError(path, number, f"{what} has shape ({len(values)},), expected ({width},)")
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _rows(path: str, number: int, rows: Any, count: int, width: int, what: str) -> list[Values]:
+    """``count`` rows of ``width`` numbers each (one per GPU), null as NaN."""
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise TraceError(path, number, f"{what} must be a list of rows (one per GPU) of numbers or null")
+    if len(rows) != count or any(len(r) != width for r in rows):
+        got = (len(rows), len(rows[0])) if rows and all(len(r) == len(rows[0]) for r in rows) else (len(rows), "?")
+        raise TraceError(path, number, f"{what} has shape ({got[0]}, {got[1]}), expected ({count}, {width})")
+    return [_row(path, number, r, width, what) for r in rows]
 
 
 def _records(path: str, handle: IO[str], header: TraceHeader) -> Iterator[TraceRecord]:
@@ -218,14 +229,12 @@ def _records(path: str, handle: IO[str], header: TraceHeader) -> Iterator[TraceR
                 raise TraceError(path, number, f"time goes backwards for host {host!r}")
             last_ns[host] = unix_ns
             if kind == "frame":
-                gpu = _array(path, number, data.get("gpu", []), (gpus[host], len(header.gpu_field_ids)), "'gpu'")
-                if gpus[host] == 0:
-                    gpu = gpu.reshape(0, len(header.gpu_field_ids))
-                host_values = _array(
+                gpu = _rows(path, number, data.get("gpu", []), gpus[host], len(header.gpu_field_ids), "'gpu'")
+                host_values = _row(
                     path,
                     number,
                     data.get("host_values", [None] * len(header.host_field_ids)),
-                    (len(header.host_field_ids),),
+                    len(header.host_field_ids),
                     "'host_values'",
                 )
                 yield TraceFrame(host, unix_ns, gpu, host_values)

@@ -96,10 +96,15 @@ class ReplayBackend:
             )
         if not frames:
             raise BackendUnavailable(f"replay trace {self.path} has no frames for host {chosen.host_id!r}")
+        if any(len(f.gpu) != len(chosen.gpus) for f in frames):
+            # A later host record changed the GPU count: frames the Hello's layout cannot describe.
+            raise BackendUnavailable(
+                f"replay trace {self.path}: host {chosen.host_id!r} changes its number of GPUs mid-trace"
+            )
         self._field_ids = header.gpu_field_ids
         self._inventory = list(chosen.gpus)
         self._times = [f.unix_ns for f in frames]
-        self._frames = [f.gpu.tolist() for f in frames]
+        self._frames = [f.gpu for f in frames]
         self._event_times = [e.unix_ns for e in self._events]
         log.info(
             "replaying trace", path=str(self.path), host=chosen.host_id, frames=len(frames), events=len(self._events)

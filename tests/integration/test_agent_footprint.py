@@ -1,8 +1,9 @@
 """What a running agent has loaded: none of the heavy libraries the collector uses.
 
-The agent runs on every GPU host, so it keeps to the standard library, grpc, protobuf, psutil,
-structlog and, for the nvml source, pynvml. numpy alone would add about 11 MiB of resident memory
-(and, through OpenBLAS, a thread per core on a big host); cryptography is for the collector's PKI.
+The agent runs on every GPU host, so whichever source it reads (sim, replay or nvml) it keeps to
+the standard library, grpc, protobuf, psutil, structlog and, for the nvml source, pynvml. numpy
+alone would add about 11 MiB of resident memory (and, through OpenBLAS, a thread per core on a big
+host); cryptography is for the collector's PKI.
 Read from /proc/PID/maps of real agent processes after they have streamed to a real collector, so
 whatever they import lazily on the way counts too.
 """
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.record import RecordPlan, record
 from tests.kit import ROOT, Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
 
 # A library is loaded when its compiled extension modules are mapped into the process.
@@ -34,6 +36,22 @@ def test_the_sim_agent_streams_without_numpy_or_cryptography(tmp: Path, test_pki
     agent = start_agent(tmp, test_pki, "node-light", [collector.target], sim={"count": 8})
     services.append(agent)
     wait_for(lambda: streaming(collector.metrics(), "node-light"), what="the sim agent's GPU series")
+    assert agent.process is not None and agent.running
+    assert loaded(agent.process.pid) == set(), agent.log()
+
+
+def test_the_replay_agent_streams_without_numpy_or_cryptography(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    trace = tmp / "trace.jsonl"
+    with trace.open("w") as out:
+        record(out, RecordPlan(hosts=1, gpus=8, duration=30.0))
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    replay = {"path": str(trace), "loop": True}
+    agent = start_agent(tmp, test_pki, "node-replay", [collector.target], gpu={"source": "replay"}, replay=replay)
+    services.append(agent)
+    wait_for(lambda: streaming(collector.metrics(), "node-replay"), what="the replay agent's GPU series")
     assert agent.process is not None and agent.running
     assert loaded(agent.process.pid) == set(), agent.log()
 

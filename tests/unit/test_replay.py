@@ -108,3 +108,16 @@ def test_fault_specs() -> None:
     ):
         with pytest.raises(ValueError, match=reason):
             parse_fault(bad)
+
+
+def test_a_host_whose_gpu_count_changes_mid_trace_is_refused_at_open(tmp_path: Path) -> None:
+    path = recorded(tmp_path, hosts=1, duration=3.0)
+    lines = path.read_text().splitlines()
+    host_line = next(line for line in lines if '"type":"host"' in line)
+    fewer = host_line.replace(host_line[host_line.index('"gpus":') :], '"gpus":[]}')
+    frame = next(line for line in lines if '"type":"frame"' in line)
+    later = frame.replace('"unix_ns":1700000000000000000', '"unix_ns":1700000099000000000')
+    later = later[: later.index('"gpu":')] + '"gpu":[]}'
+    path.write_text("\n".join([*lines, fewer, later]) + "\n")
+    with pytest.raises(BackendUnavailable, match="changes its number of GPUs"):
+        ReplayBackend(path).open()
