@@ -124,8 +124,11 @@ _COLLECTOR_MARKS = ("listen", "http_listen", "collector_id", "limits", "expositi
 
 
 def infer_kind(path: Path) -> str:
-    """Tell an agent config from a collector config by the keys it uses, then by its file name."""
+    """Tell a rule file (its [[rule]] tables), an agent config and a collector config apart by the
+    keys they use, then by the file name."""
     data = load_toml(path)
+    if "rule" in data:
+        return "rules"
     agent = sum(key in data for key in _AGENT_MARKS)
     collector = sum(key in data for key in _COLLECTOR_MARKS)
     if agent != collector:
@@ -133,4 +136,4 @@ def infer_kind(path: Path) -> str:
     for kind in ("agent", "collector"):
         if kind in path.name:
             return kind
-    raise ConfigError(path, "", "cannot tell an agent config from a collector config; name the kind first")
+    raise ConfigError(path, "", "cannot tell an agent config from a collector config or rules; name the kind first")

@@ -98,6 +98,7 @@ def test_a_rule_file_is_checked_as_the_collector_would_load_it(
     good.write_text('[[rule]]\nname = "Hot"\nexpr = "temperature > 90"\nseverity = "warning"\nfor = "30s"\n')
     code, out = run(capsys, "rules", str(good))
     assert code == 0 and f"{good}: ok (1 rules)" in out
+    assert run(capsys, str(good)) == (0, f"{good}: ok (1 rules)\n")  # the kind told by its [[rule]] tables
     bad = tmp_path / "typo.toml"
     bad.write_text(BAD_RULE)
     code, out = run(capsys, "rules", str(bad))
