@@ -377,6 +377,13 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             self.metrics.events_rejected.labels("unknown_gpu").inc()
             log.warning("event for an unknown GPU refused", host_id=record.host_id, kind=kind, gpu=gpu_index)
             return
+        if record.replayed and kind in _CURRENT_STATE_EVENTS:
+            # An earlier boot's spool drained after the host rebooted: what its GPUs' health, links,
+            # inventory and jobs were then is not what they are now, and must not overwrite it (or
+            # page for a GPU lost before the reboot). Its XIDs and drops still count: they happened.
+            self.metrics.events_rejected.labels("superseded_by_newer_boot").inc()
+            log.info("earlier boot's event not applied", host_id=record.host_id, kind=kind, boot_id=record.boot_id)
+            return
         if kind == "xid":
             self.store.record_xid(record, event.xid.gpu_index, event.xid.xid, max(1, event.xid.count))
             log.warning(
@@ -404,6 +411,10 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.metrics.events.labels(kind).inc()
         for observer in self.observers:
             observer.event_applied(record, event)
+
+
+# Events that say what a GPU is or how it is now, rather than what happened to it.
+_CURRENT_STATE_EVENTS = frozenset({"gpu_lost", "health", "workload", "nvlink", "inventory"})
 
 
 def _is_drop_notice(message: pb.AgentMessage) -> bool:

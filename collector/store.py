@@ -56,6 +56,7 @@ class HostRecord:
     last_frame_ns: int = 0
     clock_skew_seconds: float = 0.0
     workloads: dict[int, list[pb.GpuProcess]] = field(default_factory=dict)
+    replayed: bool = False  # an earlier boot's data, drained after the host's current boot connected
 
     @property
     def gpu_rows(self) -> IntArray:
@@ -129,7 +130,7 @@ class FleetStore:
         """A record for an earlier boot's replayed data: it counts events but never overwrites newer values."""
         same_gpus = [g.uuid for g in current.gpus] == [g.uuid for g in hello.gpus]
         if layout == current.layout and same_gpus:
-            return replace(current, boot_id=hello.boot_id, hello=hello, workloads={})
+            return replace(current, boot_id=hello.boot_id, hello=hello, workloads={}, replayed=True)
         # Another layout: values cannot be placed in this host's rows, and they are older anyway.
         return replace(
             current,
@@ -139,6 +140,7 @@ class FleetStore:
             gpus=current.gpus[: len(hello.gpus)],
             last_frame_ns=np.iinfo(np.int64).max,
             workloads={},
+            replayed=True,
         )
 
     def _new_slot(self) -> int:

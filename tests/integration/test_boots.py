@@ -1,0 +1,62 @@
+"""An earlier boot's spool drained after the host's current boot connected: its history counts, its
+state does not overwrite the current boot's, and boots are ordered by when they started."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from protos import telemetry_pb2 as pb
+from tests import streams
+from tests.kit import Pki, Service, metric_value, start_collector
+
+HOUR_NS = 3600 * 10**9
+
+
+def event(seq: int, **kind: object) -> pb.AgentMessage:
+    return pb.AgentMessage(seq=seq, event=pb.Event(unix_ns=time.time_ns(), **kind))  # type: ignore[arg-type]
+
+
+def test_an_earlier_boot_drained_late_counts_its_xids_and_leaves_the_current_state(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    cert, key = test_pki.agent("node-b")
+    creds = streams.credentials(test_pki.ca, cert, key)
+    now = time.time_ns()
+    current = streams.hello_body("node-b", boot_id="boot-current")
+    current.boot_unix_ns, current.sent_unix_ns = now - 60 * 10**9, now
+    healthy = pb.HealthChangeEvent(gpu_index=0, status=pb.HEALTH_OK)
+    outcome = streams.exchange(
+        collector.target,
+        creds,
+        [pb.AgentMessage(hello=current), streams.frame_message(1), event(2, health=healthy)],
+    )
+    assert outcome.acked == 2, outcome
+    # The boot before it, an hour older, connects later (its spool drains after the reboot), so its
+    # Hello is sent later: only boot_unix_ns says it is the older one.
+    earlier = streams.hello_body("node-b", boot_id="boot-earlier")
+    earlier.boot_unix_ns, earlier.sent_unix_ns = now - HOUR_NS, time.time_ns()
+    earlier.gpus[0].vbios_version = "old-vbios"
+    outcome = streams.exchange(
+        collector.target,
+        creds,
+        [
+            pb.AgentMessage(hello=earlier),
+            event(1, xid=pb.XidEvent(gpu_index=0, xid=79, count=1)),
+            event(2, health=pb.HealthChangeEvent(gpu_index=0, status=pb.HEALTH_FAIL)),
+            event(3, gpu_lost=pb.GpuLostEvent(gpu_index=0, reason="fell off the bus before the reboot")),
+            event(4, inventory=pb.InventoryChangeEvent(gpu=pb.GpuInventory(index=0, uuid="GPU-0", vbios_version="x"))),
+        ],
+    )
+    assert outcome.acked == 4, outcome  # processed, so the agent lets them go
+    text = collector.metrics()
+    assert metric_value(text, "gpulse_gpu_xid_errors_total", host="node-b", gpu="0", xid="79") == 1
+    assert metric_value(text, "gpulse_gpu_health_status", host="node-b", gpu="0", status="ok") == 1
+    assert metric_value(text, "gpulse_gpu_health_status", host="node-b", gpu="0", status="fail") == 0
+    assert metric_value(text, "gpulse_gpu_lost", host="node-b", gpu="0") == 0
+    for vbios in ("old-vbios", "x"):  # neither its Hello nor its inventory event describes the GPU now
+        assert metric_value(text, "gpulse_gpu_info", host="node-b", gpu="0", vbios_version=vbios) is None
+    rejected = metric_value(text, "gpulse_collector_events_rejected_total", reason="superseded_by_newer_boot")
+    assert rejected == 3
