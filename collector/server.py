@@ -370,19 +370,40 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 observer.frame_applied(record, decoded.unix_ns)
         return applied
 
+    def _apply_earlier_boot_event(self, record: HostRecord, event: pb.Event, kind: str | None) -> None:
+        """An event of an earlier boot, drained after the host's current boot connected.
+
+        What its GPUs' health, links, inventory and jobs were then is not what they are now, and
+        must not overwrite it. Its XIDs happened, so they count, on the GPU they happened to (found
+        by UUID: after a reboot a GPU may be gone and the others renumbered); but detection does
+        not hear of them, or it would page now for what the reboot already dealt with ("reboot
+        required" for a host that has just rebooted).
+        """
+        if kind != "xid":
+            self.metrics.events_rejected.labels("superseded_by_newer_boot").inc()
+            log.info("earlier boot's event not applied", host_id=record.host_id, kind=kind, boot_id=record.boot_id)
+            return
+        current = self.store.hosts.get(record.host_id)
+        index = event.xid.gpu_index
+        uuid = record.hello.gpus[index].uuid if index < len(record.hello.gpus) else None
+        meta = next((m for m in current.gpus if m.uuid == uuid), None) if current is not None and uuid else None
+        if current is None or meta is None:
+            self.metrics.events_rejected.labels("gpu_not_present").inc()
+            log.warning("earlier boot's xid for a GPU no longer present", host_id=record.host_id, uuid=uuid)
+            return
+        self.store.record_xid(current, meta.index, event.xid.xid, max(1, event.xid.count))
+        self.metrics.events.labels("xid").inc()
+        log.warning("xid of an earlier boot", host_id=record.host_id, gpu=meta.index, xid=event.xid.xid)
+
     def _apply_event(self, record: HostRecord, event: pb.Event) -> None:
         kind = event.WhichOneof("kind")
+        if record.replayed and kind not in ("spool_drop", None):
+            self._apply_earlier_boot_event(record, event, kind)
+            return
         gpu_index = _event_gpu(event)
         if gpu_index is not None and gpu_index >= len(record.gpus):
             self.metrics.events_rejected.labels("unknown_gpu").inc()
             log.warning("event for an unknown GPU refused", host_id=record.host_id, kind=kind, gpu=gpu_index)
-            return
-        if record.replayed and kind in _CURRENT_STATE_EVENTS:
-            # An earlier boot's spool drained after the host rebooted: what its GPUs' health, links,
-            # inventory and jobs were then is not what they are now, and must not overwrite it (or
-            # page for a GPU lost before the reboot). Its XIDs and drops still count: they happened.
-            self.metrics.events_rejected.labels("superseded_by_newer_boot").inc()
-            log.info("earlier boot's event not applied", host_id=record.host_id, kind=kind, boot_id=record.boot_id)
             return
         if kind == "xid":
             self.store.record_xid(record, event.xid.gpu_index, event.xid.xid, max(1, event.xid.count))
@@ -411,10 +432,6 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.metrics.events.labels(kind).inc()
         for observer in self.observers:
             observer.event_applied(record, event)
-
-
-# Events that say what a GPU is or how it is now, rather than what happened to it.
-_CURRENT_STATE_EVENTS = frozenset({"gpu_lost", "health", "workload", "nvlink", "inventory"})
 
 
 def _is_drop_notice(message: pb.AgentMessage) -> bool:

@@ -60,3 +60,39 @@ def test_an_earlier_boot_drained_late_counts_its_xids_and_leaves_the_current_sta
         assert metric_value(text, "gpulse_gpu_info", host="node-b", gpu="0", vbios_version=vbios) is None
     rejected = metric_value(text, "gpulse_collector_events_rejected_total", reason="superseded_by_newer_boot")
     assert rejected == 3
+    # The XID 79 happened before the reboot that dealt with it: no "reboot required" page now.
+    time.sleep(1.5)  # a detection tick
+    text = collector.metrics()
+    assert metric_value(text, "gpulse_detect_alert", alertname="GpuXidRebootRequired") is None
+
+
+def test_an_earlier_boots_xids_count_on_the_same_gpu_by_uuid_after_one_is_gone(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    cert, key = test_pki.agent("node-c")
+    creds = streams.credentials(test_pki.ca, cert, key)
+    now = time.time_ns()
+    current = streams.hello_body("node-c", boot_id="boot-current", gpus=2)
+    current.gpus[1].uuid = "GPU-2"  # GPU-1 fell off the bus and did not come back: GPU-2 is now index 1
+    current.boot_unix_ns, current.sent_unix_ns = now - 60 * 10**9, now
+    assert streams.exchange(
+        collector.target, creds, [pb.AgentMessage(hello=current), streams.frame_message(1, 8)]
+    ).welcomed
+    earlier = streams.hello_body("node-c", boot_id="boot-earlier", gpus=3)
+    earlier.boot_unix_ns, earlier.sent_unix_ns = now - HOUR_NS, time.time_ns()
+    outcome = streams.exchange(
+        collector.target,
+        creds,
+        [
+            pb.AgentMessage(hello=earlier),
+            event(1, xid=pb.XidEvent(gpu_index=1, xid=79, count=1)),  # GPU-1: gone
+            event(2, xid=pb.XidEvent(gpu_index=2, xid=94, count=2)),  # GPU-2: index 1 now
+        ],
+    )
+    assert outcome.acked == 2, outcome
+    text = collector.metrics()
+    assert metric_value(text, "gpulse_gpu_xid_errors_total", host="node-c", gpu="1", uuid="GPU-2", xid="94") == 2
+    assert metric_value(text, "gpulse_gpu_xid_errors_total", host="node-c", xid="79") is None
+    assert metric_value(text, "gpulse_collector_events_rejected_total", reason="gpu_not_present") == 1
