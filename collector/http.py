@@ -61,9 +61,14 @@ def build_app(store: FleetStore, exposition: FleetExposition, metrics: Collector
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
         response.content_length = sum(len(chunk) for chunk in chunks)
         await response.prepare(request)
-        for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
+        if request.method == "HEAD":
+            return response  # the headers only, as for any GET route's HEAD
+        try:
+            for chunk in chunks:
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the scraper gave up (its scrape timeout): nothing to send it, nothing wrong here
         return response
 
     async def healthz(_: web.Request) -> web.Response:

@@ -94,9 +94,9 @@ class FleetStore:
             slot, metas = existing.slot, existing.gpus
             # The Hello describes the GPUs as they are now (the agent keeps it current through
             # inventory changes), so it replaces what the last stream left.
-            for meta, inv in zip(metas, hello.gpus, strict=True):
-                _set_facts(meta, inv)
-            self.generation += 1  # label caches rebuild
+            changed = [_set_facts(meta, inv) for meta, inv in zip(metas, hello.gpus, strict=True)]
+            if any(changed):
+                self.generation += 1  # label caches rebuild; a plain reconnect leaves them (and renders) be
         else:
             if existing is not None:
                 self._release_rows(existing)
@@ -231,11 +231,17 @@ class FleetStore:
         return float(self.gpu_values[record.gpus[gpu_index].row, self.gpu_columns[self.catalog.gpu(field_name).id]])
 
 
-def _set_facts(meta: GpuMeta, inv: pb.GpuInventory) -> None:
-    """What a GPU's inventory says of it, beyond its identity (uuid) and its place in the store."""
-    meta.model, meta.serial, meta.pci_bus_id = inv.name, inv.serial, inv.pci_bus_id
-    meta.driver_version, meta.vbios_version = inv.driver_version, inv.vbios_version
-    meta.unsupported = frozenset(inv.unsupported_field_ids)
+def _set_facts(meta: GpuMeta, inv: pb.GpuInventory) -> bool:
+    """What a GPU's inventory says of it, beyond its identity (uuid) and its place in the store;
+    whether any of it changed."""
+    facts = (inv.name, inv.serial, inv.pci_bus_id, inv.driver_version, inv.vbios_version)
+    unsupported = frozenset(inv.unsupported_field_ids)
+    before = (meta.model, meta.serial, meta.pci_bus_id, meta.driver_version, meta.vbios_version)
+    if facts == before and unsupported == meta.unsupported:
+        return False
+    meta.model, meta.serial, meta.pci_bus_id, meta.driver_version, meta.vbios_version = facts
+    meta.unsupported = unsupported
+    return True
 
 
 def _grow(array: np.ndarray, fill: object) -> np.ndarray:

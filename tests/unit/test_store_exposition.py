@@ -139,3 +139,16 @@ async def test_a_host_joining_mid_render_makes_the_render_start_over_whole() -> 
     text = b"".join(await exposition.render_async()).decode()
     await joining
     assert 'host="late"' in text and text == exposition.render()
+
+
+def test_a_plain_reconnect_leaves_the_fleet_generation_and_a_changed_gpu_moves_it() -> None:
+    store = FleetStore()
+    h = hello("a", 2)
+    store.register(h, FrameLayout.from_hello(h))
+    generation = store.generation
+    store.register(hello("a", 2, boot="b1"), FrameLayout.from_hello(h))  # a network blip
+    assert store.generation == generation  # so a sliced /metrics render in flight goes on
+    flashed = hello("a", 2)
+    flashed.gpus[0].vbios_version = "96.00.99.00.02"
+    store.register(flashed, FrameLayout.from_hello(flashed))
+    assert store.generation == generation + 1
