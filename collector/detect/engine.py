@@ -154,6 +154,21 @@ def check_rules(paths: Sequence[Path | str]) -> RuleSet:
 HISTORY_SNAPSHOTS = 120
 
 
+def _rings(spans: list[int], *, every_tick: bool) -> tuple[tuple[int, int], ...]:
+    """The rings, as (snapshots kept, ticks between them), that the windows ``spans`` (in ticks,
+    ascending) over one column read. Raw snapshots and the totals of short windows are kept every
+    tick; the totals of windows longer than HISTORY_SNAPSHOTS ticks in a ring of their own, every
+    few ticks (as set by the shortest of them), so a short rate next to a long increase over the
+    same counter stays exact without making an hour of every tick."""
+    short = [s for s in spans if every_tick or s <= HISTORY_SNAPSHOTS]
+    long = [s for s in spans if not every_tick and s > HISTORY_SNAPSHOTS]
+    rings = [(max(short) + 3, 1)] if short else []
+    if long:
+        stride = math.ceil(long[0] / HISTORY_SNAPSHOTS)
+        rings.append((math.ceil(long[-1] / stride) + 3, stride))
+    return tuple(rings)
+
+
 class DetectionEngine:
     """Rules, peer comparison and baselines over the fleet store; an IngestObserver of the server."""
 
@@ -258,8 +273,8 @@ class DetectionEngine:
         """Keep each windowed column as deep as the longest window over it (XID windows read the
         XID log, not these rings)."""
         sig = self.signals
-        # (scope, column, form) -> the shortest and the longest window over it, in ticks
-        ticks: dict[tuple[str, int, str], tuple[int, int]] = {}
+        # (scope, column, form) -> every window length read over it, in ticks
+        spans: dict[tuple[str, int, str], set[int]] = {}
         for rule in rules.rules:
             for w in ex.windows(rule.expr):
                 span = max(1, math.ceil(min(w.seconds, self.max_history_seconds) / self.interval))
@@ -268,20 +283,15 @@ class DetectionEngine:
                     key = ("gpu", sig.gpu_index[w.signal], form)
                 else:
                     key = ("host", sig.host_index[w.signal], form)
-                shortest, longest = ticks.get(key, (span, span))
-                ticks[key] = (min(shortest, span), max(longest, span))
+                spans.setdefault(key, set()).add(span)
         for scope, attr in (("gpu", "gpu_history"), ("host", "host_history")):
-            depths: dict[tuple[int, str], tuple[int, int]] = {}
-            for (where, column, form), (shortest, longest) in ticks.items():
+            depths: dict[tuple[int, str], tuple[tuple[int, int], ...]] = {}
+            for (where, column, form), lengths in spans.items():
                 if where == scope:
-                    # Running totals are kept every few ticks when even the shortest window over
-                    # them is long: an increase over ten minutes does not need its start to the
-                    # second, but one over 30 s read from the same ring would.
-                    stride = max(1, math.ceil(shortest / HISTORY_SNAPSHOTS)) if form == "totals" else 1
-                    depths[column, form] = (math.ceil(longest / stride) + 3, stride)
+                    depths[column, form] = _rings(sorted(lengths), every_tick=form == "values")
             old: HistoryByDepth = getattr(self, attr)
             if depths != old.depths:
-                setattr(self, attr, HistoryByDepth(depths, old.rows))
+                setattr(self, attr, HistoryByDepth(depths, old.rows, interval=self.interval))
 
     # -- ingest observer ---------------------------------------------------------------------------
     def frame_applied(self, record: HostRecord, unix_ns: int) -> None:

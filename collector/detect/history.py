@@ -172,29 +172,44 @@ class SignalHistory:
 class HistoryByDepth:
     """The windowed columns of one scope, each held only as far back as the longest window a rule
     reads it over, and only in the form it is read: running totals for increase and rate, raw
-    snapshots for the other window functions, and a long window's totals every few ticks. One
-    SignalHistory per (depth, stride, form), so one ten-minute window does not make every column
-    ten minutes deep twice over. (At 2,000 hosts x
-    8 GPUs, one ring of all 10 columns of the default pack, 30 minutes deep at 1 s with both forms,
-    was 4.4 GB.)"""
+    snapshots for the other window functions. Totals read over long windows are kept every few
+    ticks, in a ring of their own, so that a short window over the same counter still reads every
+    tick. One SignalHistory per (depth, stride, form). (At 2,000 hosts x 8 GPUs, one ring of all 10
+    windowed columns of the default pack, 30 minutes deep at 1 s in both forms, was 4.4 GB.)"""
 
-    def __init__(self, depths: dict[tuple[int, str], tuple[int, int]], rows: int) -> None:
-        """``depths``: (column, "totals" or "values") -> (snapshots to keep, ticks between them)."""
+    def __init__(
+        self, depths: dict[tuple[int, str], tuple[tuple[int, int], ...]], rows: int, *, interval: float = 1.0
+    ) -> None:
+        """``depths``: (column, "totals" or "values") -> its rings, as (snapshots kept, ticks between
+        them), finest first; ``interval``: seconds between ticks."""
         groups: dict[tuple[int, int, str], list[int]] = {}
-        for (column, form), (depth, stride) in depths.items():
+        for (column, form), rings in depths.items():
             if form not in ("totals", "values"):
                 raise ValueError(f"history form must be 'totals' or 'values', got {form!r}")
-            groups.setdefault((max(2, depth), stride, form), []).append(column)
+            for depth, stride in rings:
+                groups.setdefault((max(2, depth), stride, form), []).append(column)
         self.depths = dict(depths)
-        self._of: dict[tuple[int, str], SignalHistory] = {}
-        self._histories: list[SignalHistory] = []
+        self.interval = interval
+        built: dict[tuple[int, int, str], SignalHistory] = {}
         for (depth, stride, form), columns in sorted(groups.items()):
-            history = SignalHistory(
+            built[depth, stride, form] = SignalHistory(
                 sorted(columns), depth, rows, values=form == "values", totals=form == "totals", stride=stride
             )
-            self._histories.append(history)
-            self._of.update({(column, form): history for column in columns})
+        self._histories = list(built.values())
+        # (column, form) -> [(ticks the ring covers, ring)], finest first
+        self._of: dict[tuple[int, str], list[tuple[int, SignalHistory]]] = {
+            (column, form): sorted(
+                ((max(2, depth) - 3) * stride, built[max(2, depth), stride, form]) for depth, stride in rings
+            )
+            for (column, form), rings in depths.items()
+        }
         self._rows = max(rows, 1)
+
+    def _ring(self, column: int, form: str, seconds: float) -> SignalHistory:
+        """The finest ring of the column that covers ``seconds``, else its deepest."""
+        rings = self._of[column, form]
+        ticks = seconds / self.interval - 1e-9
+        return next((ring for covers, ring in rings if covers >= ticks), rings[-1][1])
 
     @property
     def rows(self) -> int:
@@ -213,15 +228,15 @@ class HistoryByDepth:
             history.forget_rows(rows)
 
     def increase(self, column: int, now: float, seconds: float, current: Array) -> Array:
-        return self._of[column, "totals"].increase(column, now, seconds, current)
+        return self._ring(column, "totals", seconds).increase(column, now, seconds, current)
 
     def increase_start(self, column: int, now: float, seconds: float) -> float:
-        return self._of[column, "totals"].increase_start(now, seconds)
+        return self._ring(column, "totals", seconds).increase_start(now, seconds)
 
     def window(
         self, column: int, now: float, seconds: float, rows: int, *, whole: bool = False
     ) -> tuple[Array, Array] | None:
-        return self._of[column, "values"].window(column, now, seconds, rows, whole=whole)
+        return self._ring(column, "values", seconds).window(column, now, seconds, rows, whole=whole)
 
 
 def _grow(array: Array, size: int, axis: int) -> Array:

@@ -326,7 +326,7 @@ def test_a_paused_engine_ignores_events() -> None:
 def test_history_is_as_deep_as_each_window_read_and_xid_windows_take_none() -> None:
     fleet = Fleet()  # the default pack: XIDs over 30 minutes, ECC increases over 10, most others 1
     engine = fleet.engine
-    spans = {key: depth * stride for key, (depth, stride) in engine.gpu_history.depths.items()}
+    spans = {key: max(depth * stride for depth, stride in rings) for key, rings in engine.gpu_history.depths.items()}
     ecc = engine.signals.gpu_index["ecc_uncorrected_volatile"]
     temperature = engine.signals.gpu_index["temperature"]
     assert max(spans.values()) <= 600 + 3 * 5  # the 30-minute XID windows read the XID log
@@ -356,8 +356,8 @@ severity = "info"
     )
     fleet = Fleet([rules])
     column = fleet.engine.signals.gpu_index["pcie_replay"]
-    # The hour's window alone would be kept every 30 ticks; the 30 s rate needs every tick.
-    assert fleet.engine.gpu_history.depths[column, "totals"] == (3600 + 3, 1)
+    # The hour's totals are kept every 30 ticks; the 30 s rate reads a ring of every tick.
+    assert fleet.engine.gpu_history.depths[column, "totals"] == ((30 + 3, 1), (120 + 3, 30))
     fleet.add_host("a", gpus=1)
     for i in range(300):  # exactly 1 replay a second: the 30 s rate is 1.0, never above 1.05
         fleet.set("a", 0, "pcie_replay", float(i))

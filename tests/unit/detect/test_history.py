@@ -78,7 +78,8 @@ def test_totals_kept_every_n_ticks_give_the_increase_from_the_snapshot_before_th
 
 
 def test_each_column_is_kept_as_deep_as_its_longest_window_and_only_in_the_form_read() -> None:
-    history = HistoryByDepth({(3, "totals"): (123, 5), (3, "values"): (63, 1), (7, "values"): (33, 1)}, rows=1000)
+    depths = {(3, "totals"): ((123, 5),), (3, "values"): ((63, 1),), (7, "values"): ((33, 1),)}
+    history = HistoryByDepth(depths, rows=1000)
     matrix = np.zeros((1000, 8))
     for t in range(200):
         matrix[:, 3] = t
@@ -89,3 +90,16 @@ def test_each_column_is_kept_as_deep_as_its_longest_window_and_only_in_the_form_
     assert got is not None and got[1][-1, 0] == -199.0 and len(got[0]) == 31
     # 1,000 rows: 123 totals + 63 + 33 snapshots of one column each, 8 bytes a value.
     assert history.nbytes == (123 + 63 + 33) * 1000 * 8
+
+
+def test_a_short_window_reads_the_fine_ring_and_a_long_one_the_strided_ring() -> None:
+    history = HistoryByDepth({(0, "totals"): ((33, 1), (123, 30))}, rows=1)
+    for t in range(200):
+        history.push(float(t), np.array([[float(t)]]))  # 1 a tick
+    now, current = 200.0, np.array([200.0])
+    assert history.increase(0, now, 30.0, current)[0] == 30.0  # every tick: exact
+    assert history.increase_start(0, now, 30.0) == 170.0
+    # Kept every 30 ticks (at 0, 30, ..., 180): 100 s back starts at 90, and the rate divides by 110.
+    assert history.increase(0, now, 100.0, current)[0] == 110.0
+    assert history.increase_start(0, now, 100.0) == 90.0
+    assert history.nbytes == (33 + 123) * 8
