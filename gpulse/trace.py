@@ -190,7 +190,10 @@ def _row(path: str, number: int, values: Any, width: int, what: str) -> Values:
         raise TraceError(path, number, f"{what} must hold numbers or null")
     if len(values) != width:
         raise TraceError(path, number, f"{what} has shape ({len(values)},), expected ({width},)")
-    return [math.nan if v is None else float(v) for v in values]
+    try:
+        return [math.nan if v is None else float(v) for v in values]
+    except OverflowError:  # an integer beyond any float: JSON allows it, a reading cannot be it
+        raise TraceError(path, number, f"{what} holds a number too large for a float") from None
 
 
 def _rows(path: str, number: int, rows: Any, count: int, width: int, what: str) -> list[Values]:

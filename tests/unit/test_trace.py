@@ -68,6 +68,10 @@ def test_the_documented_lines_are_plain_json(tmp_path: Path) -> None:
         ('{"type": "frame", "host": "node-a", "unix_ns": 10, "gpu": [[1, 2], [3, 4]]}', "time goes backwards"),
         ('{"type": "frame", "host": "node-a", "unix_ns": "soon", "gpu": [[1, 2], [3, 4]]}', "must be an integer"),
         ('{"type": "frame", "host": "node-a", "unix_ns": 3000000000, "gpu": [["a", 2], [3, 4]]}', "numbers or null"),
+        (
+            '{"type": "frame", "host": "node-a", "unix_ns": 3000000000, "gpu": [[1' + "0" * 400 + ", 2], [3, 4]]}",
+            "too large for a float",
+        ),
         ('{"type": "event", "host": "node-a", "unix_ns": 3000000000, "event": {"xid": {"bogus": 1}}}', "bad event"),
         ('{"type": "oops", "host": "node-a", "unix_ns": 3000000000}', "unknown record type"),
     ],
