@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from agent.record import RecordPlan, record
-from tests.kit import ROOT, Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
+from tests.kit import ROOT, Collector, Pki, Service, agent_config, metric_value, start_agent, start_collector, wait_for
 
 # A library is loaded when its compiled extension modules are mapped into the process.
 HEAVY = {"numpy": "/numpy/", "OpenBLAS": "openblas", "cryptography": "/cryptography/"}
@@ -26,8 +26,15 @@ def loaded(pid: int) -> set[str]:
     return {name for name, marker in HEAVY.items() if marker in maps}
 
 
-def streaming(collector_metrics: str, host: str) -> bool:
-    return (metric_value(collector_metrics, "gpulse_gpu_temperature_celsius", host=host, gpu="0") or 0) > 0
+def assert_streams_light(collector: Collector, agent: Service, host: str) -> None:
+    """Once the agent's GPU series reach the collector, nothing heavy is mapped into it."""
+
+    def streaming() -> bool:
+        return (metric_value(collector.metrics(), "gpulse_gpu_temperature_celsius", host=host, gpu="0") or 0) > 0
+
+    wait_for(streaming, what=f"{host}'s GPU series at the collector")
+    assert agent.process is not None and agent.running, agent.log()
+    assert loaded(agent.process.pid) == set(), agent.log()
 
 
 def test_the_sim_agent_streams_without_numpy_or_cryptography(tmp: Path, test_pki: Pki, services: list[Service]) -> None:
@@ -35,9 +42,7 @@ def test_the_sim_agent_streams_without_numpy_or_cryptography(tmp: Path, test_pki
     services.append(collector)
     agent = start_agent(tmp, test_pki, "node-light", [collector.target], sim={"count": 8})
     services.append(agent)
-    wait_for(lambda: streaming(collector.metrics(), "node-light"), what="the sim agent's GPU series")
-    assert agent.process is not None and agent.running
-    assert loaded(agent.process.pid) == set(), agent.log()
+    assert_streams_light(collector, agent, "node-light")
 
 
 def test_the_replay_agent_streams_without_numpy_or_cryptography(
@@ -51,9 +56,7 @@ def test_the_replay_agent_streams_without_numpy_or_cryptography(
     replay = {"path": str(trace), "loop": True}
     agent = start_agent(tmp, test_pki, "node-replay", [collector.target], gpu={"source": "replay"}, replay=replay)
     services.append(agent)
-    wait_for(lambda: streaming(collector.metrics(), "node-replay"), what="the replay agent's GPU series")
-    assert agent.process is not None and agent.running
-    assert loaded(agent.process.pid) == set(), agent.log()
+    assert_streams_light(collector, agent, "node-replay")
 
 
 def test_the_nvml_agent_streams_without_numpy_or_cryptography(
@@ -70,6 +73,4 @@ def test_the_nvml_agent_streams_without_numpy_or_cryptography(
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    wait_for(lambda: streaming(collector.metrics(), "node-nvml"), what="the nvml agent's GPU series")
-    assert agent.running
-    assert loaded(agent.process.pid) == set(), agent.log()
+    assert_streams_light(collector, agent, "node-nvml")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import grpc
+
 from protos import telemetry_pb2 as pb
 from tests import streams
 from tests.kit import Pki, Service, metric_value, start_collector
@@ -17,16 +19,27 @@ def event(seq: int, **kind: object) -> pb.AgentMessage:
     return pb.AgentMessage(seq=seq, event=pb.Event(unix_ns=time.time_ns(), **kind))  # type: ignore[arg-type]
 
 
+def two_boots(
+    kit: Pki, host: str, *, gpus: int = 1, earlier_gpus: int = 1
+) -> tuple[grpc.ChannelCredentials, pb.Hello, pb.Hello]:
+    """Credentials for ``host``, its current boot's Hello (started a minute ago) and its previous
+    boot's (an hour ago). The previous boot's spool drains after the reboot, so its Hello is sent
+    later: only boot_unix_ns says it is the older one."""
+    cert, key = kit.agent(host)
+    now = time.time_ns()
+    current = streams.hello_body(host, boot_id="boot-current", gpus=gpus)
+    current.boot_unix_ns, current.sent_unix_ns = now - 60 * 10**9, now
+    earlier = streams.hello_body(host, boot_id="boot-earlier", gpus=earlier_gpus)
+    earlier.boot_unix_ns, earlier.sent_unix_ns = now - HOUR_NS, now + 1
+    return streams.credentials(kit.ca, cert, key), current, earlier
+
+
 def test_an_earlier_boot_drained_late_counts_its_xids_and_leaves_the_current_state(
     tmp: Path, test_pki: Pki, services: list[Service]
 ) -> None:
     collector = start_collector(tmp, test_pki)
     services.append(collector)
-    cert, key = test_pki.agent("node-b")
-    creds = streams.credentials(test_pki.ca, cert, key)
-    now = time.time_ns()
-    current = streams.hello_body("node-b", boot_id="boot-current")
-    current.boot_unix_ns, current.sent_unix_ns = now - 60 * 10**9, now
+    creds, current, earlier = two_boots(test_pki, "node-b")
     healthy = pb.HealthChangeEvent(gpu_index=0, status=pb.HEALTH_OK)
     outcome = streams.exchange(
         collector.target,
@@ -34,10 +47,6 @@ def test_an_earlier_boot_drained_late_counts_its_xids_and_leaves_the_current_sta
         [pb.AgentMessage(hello=current), streams.frame_message(1), event(2, health=healthy)],
     )
     assert outcome.acked == 2, outcome
-    # The boot before it, an hour older, connects later (its spool drains after the reboot), so its
-    # Hello is sent later: only boot_unix_ns says it is the older one.
-    earlier = streams.hello_body("node-b", boot_id="boot-earlier")
-    earlier.boot_unix_ns, earlier.sent_unix_ns = now - HOUR_NS, time.time_ns()
     earlier.gpus[0].vbios_version = "old-vbios"
     outcome = streams.exchange(
         collector.target,
@@ -71,17 +80,11 @@ def test_an_earlier_boots_xids_count_on_the_same_gpu_by_uuid_after_one_is_gone(
 ) -> None:
     collector = start_collector(tmp, test_pki)
     services.append(collector)
-    cert, key = test_pki.agent("node-c")
-    creds = streams.credentials(test_pki.ca, cert, key)
-    now = time.time_ns()
-    current = streams.hello_body("node-c", boot_id="boot-current", gpus=2)
+    creds, current, earlier = two_boots(test_pki, "node-c", gpus=2, earlier_gpus=3)
     current.gpus[1].uuid = "GPU-2"  # GPU-1 fell off the bus and did not come back: GPU-2 is now index 1
-    current.boot_unix_ns, current.sent_unix_ns = now - 60 * 10**9, now
     assert streams.exchange(
         collector.target, creds, [pb.AgentMessage(hello=current), streams.frame_message(1, 8)]
     ).welcomed
-    earlier = streams.hello_body("node-c", boot_id="boot-earlier", gpus=3)
-    earlier.boot_unix_ns, earlier.sent_unix_ns = now - HOUR_NS, time.time_ns()
     outcome = streams.exchange(
         collector.target,
         creds,
