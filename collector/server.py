@@ -148,7 +148,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         # From the Hello's send stamp, then from every message's: a clock that drifts or jumps
         # mid-stream shows (and alerts) without waiting for a reconnect.
         skew = ClockSkew()
-        if record.hello.sent_unix_ns:
+        if _hello_sent_now(record.hello):
             record.clock_skew_seconds = skew.observe(record.hello.sent_unix_ns, self.clock())
         self.metrics.connected_agents.inc()
         log.info("agent connected", host_id=record.host_id, boot_id=record.boot_id, peer=context.peer())
@@ -440,6 +440,13 @@ def _is_drop_notice(message: pb.AgentMessage) -> bool:
         return False
     drop = message.event.spool_drop
     return 0 < drop.first_seq <= drop.last_seq == message.seq
+
+
+def _hello_sent_now(hello: pb.Hello) -> bool:
+    """Whether ``sent_unix_ns`` is when this Hello was sent. Agents that predate ``boot_unix_ns``
+    stamped it once, at their start, and resent that Hello on every reconnect: on a resumed stream
+    it is their uptime, not their clock's offset, and would read as skew."""
+    return bool(hello.sent_unix_ns) and bool(hello.boot_unix_ns or not hello.resume_after_seq)
 
 
 def _boot_start(hello: pb.Hello) -> int:

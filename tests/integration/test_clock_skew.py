@@ -9,6 +9,8 @@ from pathlib import Path
 from agent import config as agent_config
 from agent.daemon import run_agent
 from agent.main import build_agent
+from protos import telemetry_pb2 as pb
+from tests import streams
 from tests.kit import Pki, Service, metric_value, start_agent, start_collector, wait_for
 from tests.kit import agent_config as write_agent_config
 
@@ -61,3 +63,21 @@ async def test_a_clock_that_jumps_mid_stream_shows_without_a_reconnect(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+def test_an_agent_older_than_boot_stamps_resuming_its_stream_reads_no_skew(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    cert, key = test_pki.agent("node-old")
+    creds = streams.credentials(test_pki.ca, cert, key)
+    started = time.time_ns() - 3600 * 10**9  # such an agent's Hello says when it started, an hour ago
+    first = streams.hello_body("node-old", boot_id="boot-old")
+    first.sent_unix_ns = time.time_ns()  # its first connect: sent now, a fair reading
+    assert streams.exchange(collector.target, creds, [pb.AgentMessage(hello=first), streams.frame_message(1)]).acked
+    resumed = streams.hello_body("node-old", boot_id="boot-old")
+    resumed.sent_unix_ns, resumed.resume_after_seq = started, 1  # what it resends on every reconnect
+    assert streams.exchange(collector.target, creds, [pb.AgentMessage(hello=resumed), streams.frame_message(2)]).acked
+    skew = metric_value(collector.metrics(), "gpulse_host_clock_skew_seconds", host="node-old")
+    assert skew is not None and abs(skew) < 0.5, skew
