@@ -11,6 +11,7 @@ from agent.sources.replay import ReplayConfig, parse_replay
 from agent.sources.sim import PROFILES, Fault, FaultKind, LoadPattern
 from gpulse.configfile import ConfigError, Section, load_toml
 from gpulse.tls import TlsFiles
+from gpulse.transport import CLIENT_KEEPALIVE_MS, CLIENT_KEEPALIVE_TIMEOUT_MS, SERVER_MIN_PING_INTERVAL_MS
 
 GPU_SOURCES = ("nvml", "sim", "replay", "none")
 
@@ -76,6 +77,8 @@ class AgentConfig:
     log_level: str = "info"
     max_in_flight: int = 512  # unacknowledged records on the wire before the shipper waits
     rehome_after: float = 300.0  # seconds on a failover collector before trying the preferred one again; 0: stay
+    keepalive: float = CLIENT_KEEPALIVE_MS / 1000  # seconds between pings on an idle stream
+    keepalive_timeout: float = CLIENT_KEEPALIVE_TIMEOUT_MS / 1000  # unanswered ping: the link is gone
     metrics_listen: str = ""  # [metrics] listen: 'host:port' of an optional local /metrics; "" is off
     spool: SpoolConfig = field(default_factory=SpoolConfig)
 
@@ -208,6 +211,15 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
     rehome_after = collector.get("rehome_after", float, 300.0)
     if rehome_after < 0:
         raise collector.error("rehome_after", f"must be 0 (never) or a number of seconds, got {rehome_after}")
+    keepalive = collector.get("keepalive", float, CLIENT_KEEPALIVE_MS / 1000)
+    if keepalive * 1000 < SERVER_MIN_PING_INTERVAL_MS:
+        # Pinged more often than that, a collector answers GOAWAY too_many_pings and drops the stream.
+        raise collector.error(
+            "keepalive",
+            f"must be at least {SERVER_MIN_PING_INTERVAL_MS / 1000:g} s, the most often collectors accept pings;"
+            f" got {keepalive:g}",
+        )
+    keepalive_timeout = collector.positive("keepalive_timeout", CLIENT_KEEPALIVE_TIMEOUT_MS / 1000)
     collector.finish()
     tls = root.section("tls")
     tls_files = TlsFiles(tls.require("ca", Path), tls.require("cert", Path), tls.require("key", Path))
@@ -235,6 +247,8 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         log_level=level,
         max_in_flight=root.get("max_in_flight", int, 512),
         rehome_after=rehome_after,
+        keepalive=keepalive,
+        keepalive_timeout=keepalive_timeout,
         metrics_listen=_metrics_listen(root.section("metrics")),
         spool=_spool(root.section("spool")),
     )

@@ -116,6 +116,8 @@ def build_agent(
         max_in_flight=config.max_in_flight,
         credentials_changed=watched.changed if watched is not None else None,
         rehome_after=config.rehome_after,
+        keepalive=config.keepalive,
+        keepalive_timeout=config.keepalive_timeout,
         diagnose=watched.diagnose if watched is not None else None,
     )
     return sampler, shipper

@@ -17,7 +17,7 @@ import structlog
 
 from agent.config import BackoffConfig
 from agent.spool.base import Spool
-from gpulse.transport import channel_options
+from gpulse.transport import CLIENT_KEEPALIVE_MS, CLIENT_KEEPALIVE_TIMEOUT_MS, channel_options
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
 
@@ -73,6 +73,8 @@ class Shipper:
         rehome_after: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], int] = time.time_ns,
+        keepalive: float = CLIENT_KEEPALIVE_MS / 1000,
+        keepalive_timeout: float = CLIENT_KEEPALIVE_TIMEOUT_MS / 1000,
         diagnose: Callable[[], object] | None = None,
     ) -> None:
         self.spool = spool
@@ -92,6 +94,9 @@ class Shipper:
         self.rehome_after = rehome_after
         self.monotonic = monotonic
         self.wall_clock = wall_clock
+        self.channel_options = channel_options(
+            server_name, keepalive_ms=round(keepalive * 1000), keepalive_timeout_ms=round(keepalive_timeout * 1000)
+        )
         self._rehome_at: float | None = None
         self.acked_seq: dict[str, int] = {}  # per boot id: what the collector has acknowledged
 
@@ -166,8 +171,7 @@ class Shipper:
     async def _session(self, target: str) -> bool:
         """One connection: ship each epoch with data in turn. True if the stream made progress."""
         progressed = False
-        options = channel_options(self.server_name)
-        async with grpc.aio.secure_channel(target, self.credentials(), options=options) as channel:
+        async with grpc.aio.secure_channel(target, self.credentials(), options=self.channel_options) as channel:
             stub = pb_grpc.TelemetryStub(channel)
             while True:
                 boot_id = self.spool.epochs()[0]

@@ -56,6 +56,8 @@ def test_agent_config_reads_every_section(tmp_path: Path) -> None:
         (("gpu = 2", "gpu = 9"), "sim.faults[0].gpu", "must be between 0 and 3"),
         (('targets = ["c1:7443", "c2:7443"]', "targets = []"), "collector.targets", "non-empty list"),
         (('cert = "/etc/gpulse/agent.pem"\n', ""), "tls.cert", "required key is missing"),
+        (("[tls]", "keepalive = 5.0\n[tls]"), "collector.keepalive", "at least 10 s, the most often collectors"),
+        (("[tls]", "keepalive_timeout = 0\n[tls]"), "collector.keepalive_timeout", "must be greater than 0"),
     ],
 )
 def test_bad_agent_config_names_file_key_and_problem(
@@ -67,6 +69,22 @@ def test_bad_agent_config_names_file_key_and_problem(
     assert caught.value.key == key
     assert problem in caught.value.problem
     assert str(path) in str(caught.value)
+
+
+def test_keepalive_settings_reach_the_channel_the_shipper_opens(tmp_path: Path) -> None:
+    from agent.main import build_agent
+    from agent.spool.memory import MemorySpool
+
+    def channel_options(text: str) -> dict[str, int | str]:
+        config = agent_config.load(write(tmp_path, text))
+        _, shipper = build_agent(config, spool=MemorySpool(), credentials=lambda: None)  # type: ignore[arg-type]
+        return dict(shipper.channel_options)
+
+    default = channel_options(AGENT)
+    assert (default["grpc.keepalive_time_ms"], default["grpc.keepalive_timeout_ms"]) == (20_000, 10_000)
+    options = channel_options(AGENT.replace("[tls]", "keepalive = 12.5\nkeepalive_timeout = 4\n[tls]"))
+    assert (options["grpc.keepalive_time_ms"], options["grpc.keepalive_timeout_ms"]) == (12_500, 4_000)
+    assert options["grpc.http2.ping_timeout_ms"] == 4_000  # what recent gRPC cores time a ping out by
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
