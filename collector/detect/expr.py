@@ -378,15 +378,3 @@ def windows(node: object) -> list[Window]:
         if child is not None:
             found.extend(windows(child))
     return found
-
-
-def longest_window(node: object) -> float:
-    """The longest history window the expression reads, 0 if none."""
-    spans = [w.seconds for w in windows(node)]
-    if isinstance(node, Xids):
-        spans.append(node.seconds)
-    for attr in ("inner", "left", "right"):
-        child = getattr(node, attr, None)
-        if child is not None:
-            spans.append(longest_window(child))
-    return max(spans, default=0.0)

@@ -64,19 +64,11 @@ class Rule:
     immediate: bool = False  # evaluated when an event it reads arrives, not only on the tick
     source: str = ""
 
-    @property
-    def longest_window(self) -> float:
-        return ex.longest_window(self.expr)
-
 
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
     sources: tuple[str, ...]
-
-    @property
-    def longest_window(self) -> float:
-        return max((r.longest_window for r in self.rules), default=0.0)
 
 
 def default_rules_text() -> str:

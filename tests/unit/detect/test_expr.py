@@ -55,11 +55,6 @@ def test_value_node_is_the_left_side_of_the_first_comparison() -> None:
     assert ex.value_node(node) == ex.Window("rate", "pcie_replay", 30.0)
 
 
-def test_longest_window() -> None:
-    assert ex.longest_window(parse("increase(pcie_replay[10m]) > 0 or xids(13)[1h] > 0")) == 3600.0
-    assert ex.longest_window(parse("temperature > 1")) == 0.0
-
-
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
@@ -91,3 +86,11 @@ def test_bad_durations() -> None:
     for bad in ("5 minutes", "-1s", -3, "1w", True):
         with pytest.raises(ex.ExprError):
             ex.parse_duration(bad)  # type: ignore[arg-type]
+
+
+def test_windows_lists_every_windowed_function_and_not_the_xid_log() -> None:
+    found = ex.windows(parse("increase(pcie_replay[10m]) > 0 or xids(13)[1h] > 0 and delta(temperature[30s]) > 2"))
+    assert sorted(found, key=lambda w: w.seconds) == [
+        ex.Window("delta", "temperature", 30.0),
+        ex.Window("increase", "pcie_replay", 600.0),
+    ]
