@@ -23,7 +23,7 @@ OK, WARN, FAIL = pb.HEALTH_OK, pb.HEALTH_WARN, pb.HEALTH_FAIL
 
 # XIDs that say the GPU itself is in trouble (NVIDIA's XID catalogue); application faults such as
 # 13, 31, 43 and 45 are the job's problem and are only counted, never a health reason.
-CRITICAL_XIDS: dict[int, int] = {
+CRITICAL_XIDS: dict[int, pb.HealthStatus] = {
     48: FAIL,  # double-bit ECC error
     61: WARN,  # internal micro-controller breakpoint/warning
     62: FAIL,  # internal micro-controller halt
@@ -56,13 +56,13 @@ class HealthThresholds:
 @dataclass(frozen=True, slots=True)
 class Reason:
     check: str
-    status: int
+    status: pb.HealthStatus
     message: str
 
 
 @dataclass(frozen=True, slots=True)
 class GpuHealth:
-    status: int
+    status: pb.HealthStatus
     reasons: tuple[Reason, ...]
 
     @property
@@ -160,7 +160,7 @@ class HealthChecker:
         growth = {name: self._growth(mem, name, t, v(name)) for name in _COUNTERS}
         reasons: list[Reason] = []
 
-        def check(cond: bool, name: str, status: int, message: str) -> None:
+        def check(cond: bool, name: str, status: pb.HealthStatus, message: str) -> None:
             if cond:
                 reasons.append(Reason(name, status, message))
 
@@ -250,9 +250,9 @@ class HealthTracker:
             unix_ns=unix_ns,
             health=pb.HealthChangeEvent(
                 gpu_index=gpu,
-                status=health.status,  # type: ignore[arg-type]
-                previous=previous.status if previous else pb.HEALTH_UNKNOWN,  # type: ignore[arg-type]
-                reasons=[pb.HealthReason(check=r.check, status=r.status, message=r.message) for r in health.reasons],  # type: ignore[arg-type]
+                status=health.status,
+                previous=previous.status if previous else pb.HEALTH_UNKNOWN,
+                reasons=[pb.HealthReason(check=r.check, status=r.status, message=r.message) for r in health.reasons],
             ),
         )
 

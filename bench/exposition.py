@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
@@ -90,7 +90,7 @@ def best_of(repeat: int, fn: object) -> float:
     return best
 
 
-def loop_hold(render: object) -> tuple[float, float]:
+def loop_hold(render: Callable[[], object]) -> tuple[float, float]:
     """The longest wait of a heartbeat task on the loop while ``render`` runs there once, and the
     render's CPU time."""
 
@@ -108,7 +108,7 @@ def loop_hold(render: object) -> tuple[float, float]:
         beat = asyncio.create_task(heartbeat())
         await asyncio.sleep(0)
         started = time.process_time()
-        result = render()  # type: ignore[operator]
+        result = render()
         if asyncio.iscoroutine(result):
             await result
         cpu = time.process_time() - started
@@ -134,7 +134,7 @@ def main() -> None:
     families = list(text_string_to_metric_families(text))
     series = sum(len(f.samples) for f in families)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))  # type: ignore[arg-type]
+    registry.register(_Families(families))
     baseline_text = generate_latest(registry)
     baseline_series = sum(1 for line in baseline_text.splitlines() if line and not line.startswith(b"#"))
     assert baseline_series == series, (baseline_series, series)
