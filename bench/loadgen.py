@@ -75,11 +75,12 @@ async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0)
     control = take_stdout()
     observer = LatencyObserver()
     service: pb_grpc.TelemetryServicer
+    background: list[asyncio.Task[None]] = []  # referenced here for the life of the server
     if mode in ("collector", "full"):
         store = FleetStore(host_capacity=4096, gpu_capacity=4096 * GPUS)
         service = TelemetryService(store=store, metrics=CollectorMetrics(), collector_id="bench", observers=[observer])
         if mode == "full":
-            start_collector_work(service, store, scrape_every)
+            background.append(start_collector_work(service, store, scrape_every))
     else:
         service = NullSink(observer, pb)
     server = grpc.aio.server(options=server_options())
@@ -93,8 +94,9 @@ async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0)
     await control_loop(control, lambda: {"latencies_ns": observer.latencies_ns}, observer.latencies_ns.clear)
 
 
-def start_collector_work(service: object, store: object, scrape_every: float) -> None:
-    """Detection ticking and /metrics scraped, on this loop, as in `gpulse collector`."""
+def start_collector_work(service: object, store: object, scrape_every: float) -> asyncio.Task[None]:
+    """Detection ticking and /metrics scraped, on this loop, as in `gpulse collector`; returns the
+    scraping task (detection keeps its own)."""
     from prometheus_client import CollectorRegistry
 
     from collector.alerting.alert import Alert
@@ -120,10 +122,7 @@ def start_collector_work(service: object, store: object, scrape_every: float) ->
             await asyncio.sleep(scrape_every)
             await exposition.render_async()  # as the collector's /metrics handler renders
 
-    SCRAPES.add(asyncio.create_task(scrape()))
-
-
-SCRAPES: set[asyncio.Task[None]] = set()  # keeps the scrape task referenced for the life of the server
+    return asyncio.create_task(scrape())
 
 
 class NullSink:
