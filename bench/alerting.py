@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.config import AlertingConfig
 from collector.alerting.receivers import LogConfig
 from collector.alerting.routing import Route, Timing

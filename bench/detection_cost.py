@@ -23,7 +23,7 @@ import numpy as np
 
 from agent.sources.host import HostSource
 from agent.sources.sim import SimBackend
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.store import FleetStore, HostRecord

@@ -35,7 +35,7 @@ import numpy as np
 from agent.hello import build_hello
 from agent.records import HostInfo
 from agent.sources.sim import Fault, FaultKind, LoadPattern, SimBackend
-from collector.alerting.alert import AlertState
+from collector.alert import AlertState
 from collector.detect.offline import OfflineFleet
 from collector.detect.sinks import RecordingSink
 

@@ -99,7 +99,7 @@ def start_collector_work(service: object, store: object, scrape_every: float) ->
     scraping task (detection keeps its own)."""
     from prometheus_client import CollectorRegistry
 
-    from collector.alerting.alert import Alert
+    from collector.alert import Alert
     from collector.detect.config import DetectConfig
     from collector.detect.service import DetectionService
     from collector.exposition import FleetExposition

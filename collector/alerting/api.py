@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.alerting.service import AlertingService
 from collector.alerting.silence import SilenceError
 

@@ -10,7 +10,7 @@ import string
 from collections import defaultdict
 from dataclasses import replace
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.store import FleetStore, GpuMeta, HostRecord
 
 GPU_UUID = "gpu_uuid"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from collector.alerting.alert import Alert, AlertState, Severity
+from collector.alert import Alert, AlertState, Severity
 from collector.alerting.routing import Route
 
 # A group is one receiver's view of one group key: after a reload that moves a route to another

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.alerting.matchers import Matcher, match_all, parse_all
 
 

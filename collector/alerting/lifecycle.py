@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import structlog
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.dispatch import Dispatcher
 from collector.alerting.state import AlertingState
 

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from collector.alerting.alert import AlertState, Severity
+from collector.alert import AlertState, Severity
 
 STATES = tuple(s.value for s in AlertState)
 SEVERITIES = tuple(s.name.lower() for s in Severity)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.dispatch import GroupFlush
 from collector.alerting.metrics import AlertingMetrics
 from collector.alerting.mute import Muter

@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.alerting.config import AlertingConfig
 from collector.alerting.context import StoreContext
 from collector.alerting.dispatch import Dispatcher

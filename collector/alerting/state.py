@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

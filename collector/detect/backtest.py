@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.hello import build_hello
 from agent.records import HostInfo
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.detect.offline import OfflineFleet
 from collector.detect.rules import DEFAULT_RULES
 from collector.detect.sinks import RecordingSink

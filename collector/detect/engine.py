@@ -19,8 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from collector.alerting.alert import Alert, AlertState
-from collector.alerting.sink import AlertSink
+from collector.alert import Alert, AlertSink, AlertState
 from collector.detect import expr as ex
 from collector.detect.baseline import BaselineDetector
 from collector.detect.history import HistoryByDepth, forward_fill

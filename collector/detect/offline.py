@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from collector.alerting.sink import AlertSink
+from collector.alert import AlertSink
 from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.detect.rules import DEFAULT_RULES

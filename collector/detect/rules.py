@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from collector.alerting.alert import Severity
+from collector.alert import Severity
 from collector.detect import expr as ex
 from collector.detect import templates
 from gpulse.configfile import ConfigError

@@ -9,7 +9,7 @@ import time
 import structlog
 from prometheus_client import CollectorRegistry
 
-from collector.alerting.sink import AlertSink
+from collector.alert import AlertSink
 from collector.detect.baseline import BaselineDetector
 from collector.detect.config import DetectConfig
 from collector.detect.engine import DetectionEngine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 
 
 class RecordingSink:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.alerting.alert import fingerprint
+from collector.alert import fingerprint
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.kit import (
     ROOT,

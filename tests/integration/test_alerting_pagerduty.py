@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.config import AlertingConfig
 from collector.alerting.matchers import parse_all
 from collector.alerting.outbox import RetryPolicy

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.receivers.base import iso8601, post_json
 from gpulse.configfile import Section
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.alerting.ratelimit import RateLimit
 
 

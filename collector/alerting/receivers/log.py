@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from collector.alert import Alert, AlertState
 from collector.alerting import context
-from collector.alerting.alert import Alert, AlertState
 from gpulse.configfile import Section
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from collector.alert import Alert, AlertState
 from collector.alerting import context
-from collector.alerting.alert import Alert, AlertState
 from collector.alerting.ratelimit import RateLimit
 from collector.alerting.receivers.base import iso8601, post_json
 from gpulse.configfile import Section

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 
 
 def alert(

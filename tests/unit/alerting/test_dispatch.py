@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collector.alerting.alert import AlertState
+from collector.alert import AlertState
 from collector.alerting.dispatch import Dispatcher
 from collector.alerting.routing import Route, Timing
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collector.alerting.alert import Alert
+from collector.alert import Alert
 from collector.alerting.inhibit import DEFAULT_RULES, Inhibitor
 
 from .helpers import alert

@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from collector.alerting.alert import AlertState
+from collector.alert import AlertState
 from collector.alerting.dispatch import Dispatcher
 from collector.alerting.lifecycle import AlertLifecycle
 from collector.alerting.routing import Route, Timing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.dispatch import GroupFlush
 from collector.alerting.metrics import AlertingMetrics
 from collector.alerting.notify import Notifier, plan, unmuted

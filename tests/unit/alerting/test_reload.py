@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collector.alerting.alert import Alert, AlertState
+from collector.alert import Alert, AlertState
 from collector.alerting.config import AlertingConfig
 from collector.alerting.dispatch import Dispatcher
 from collector.alerting.inhibit import InhibitRule

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.alerting.alert import AlertState
+from collector.alert import AlertState
 from collector.detect.backtest import backtest
 from gpulse.cli import main
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.alerting.alert import AlertState
+from collector.alert import AlertState
 from collector.detect.exposition import DetectionCollector
 from protos import telemetry_pb2 as pb
 from tests.kit import metric_value

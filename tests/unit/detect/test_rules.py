@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.alerting.alert import Severity
+from collector.alert import Severity
 from collector.detect.baseline import BaselineDetector
 from collector.detect.peers import PeerDetector
 from collector.detect.rules import DEFAULT_RULES, RuleError, load_rules, parse_rules

@@ -1,17 +1,19 @@
-"""The Alert value type shared by detection and alerting: labels, state, fingerprint.
+"""The Alert value type shared by detection and alerting: labels, state, fingerprint, and the sink.
 
-Imports nothing else of ours. An alert's identity is its label set: the fingerprint is a hash of
-the sorted labels, so two collectors that see the same fault compute the same fingerprint (and
-hence the same PagerDuty dedup_key).
+Detection makes alerts and hands them to an AlertSink; alerting implements the sink. Neither imports the
+other: both import this module, which imports nothing else of ours. An alert's identity is its label
+set: the fingerprint is a hash of the sorted labels, so two collectors that see the same fault compute
+the same fingerprint (and hence the same PagerDuty dedup_key).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 
 class AlertState(enum.Enum):
@@ -130,3 +132,14 @@ def _number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"alert field {name!r} must be a number, got {value!r}")
     return float(value)
+
+
+class AlertSink(Protocol):
+    def push(self, alerts: Sequence[Alert], now: float) -> None:
+        """Take alerts from detection.
+
+        Detection pushes every pending and firing alert on each evaluation (as Prometheus re-sends to
+        Alertmanager), and an alert in state RESOLVED once when its condition clears. Hard faults push
+        at once, between evaluations.
+        """
+        ...
