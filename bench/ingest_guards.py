@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from collector import pki
 from collector.decode import decode_frame
 from collector.ratelimit import TokenBucket
-from collector.revocation import RevocationList
 from collector.store import FleetStore
+from collector.trust import pki
+from collector.trust.revocation import RevocationList
 from protos import fields
 from protos import telemetry_pb2 as pb
 from protos.codec import PROTOCOL_VERSION, FrameLayout, encode_frame

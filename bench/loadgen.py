@@ -1,7 +1,7 @@
 """Collector ingest capacity: thousands of simulated agents against one collector, and against a null sink.
 
 Each simulated host is its own mTLS gRPC stream with its own client certificate (issued from a
-throwaway CA with collector.pki), sending the real Hello and one Frame per second of 8 GPUs x every
+throwaway CA with collector.trust.pki), sending the real Hello and one Frame per second of 8 GPUs x every
 catalog GPU field plus the host fields, phase-spread over the second as a real fleet is. Many
 streams share a few client processes. The values are a healthy simulated host's (the agent's sim
 source), the same every tick. The server runs in its own process, as one of:
@@ -341,7 +341,7 @@ def spawn(*args: str) -> Proc:
 
 
 def issue_certs(pki_dir: Path, hosts: int) -> None:
-    from collector import pki
+    from collector.trust import pki
 
     pki.init_ca(pki_dir, name="loadgen CA", days=1)
     pki.issue(pki_dir, role="collector", name="collector", days=1)

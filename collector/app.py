@@ -14,18 +14,18 @@ from aiohttp import web
 from collector import config as collector_config
 from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
-from collector.certificates import ServerCertificates
 from collector.config import CollectorConfig
 from collector.detect.service import DetectionService
 from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
-from collector.handshakes import StderrHandshakeWatcher
 from collector.http import build_app
 from collector.progress import ProgressBook, ProgressStore
-from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
 from collector.server import TelemetryService, add_telemetry_service
 from collector.store import FleetStore
+from collector.trust.certificates import ServerCertificates
+from collector.trust.handshakes import StderrHandshakeWatcher
+from collector.trust.revocation import RevocationList
 from gpulse import logs
 from gpulse.runtime import Lifecycle
 from gpulse.transport import server_options

@@ -20,13 +20,13 @@ from google.protobuf.message import DecodeError
 
 from collector.acks import AckSlot, AckTicker
 from collector.decode import decode_frame
-from collector.identity import IdentityError, PeerIdentity, peer_identity
 from collector.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ratelimit import TokenBucket
-from collector.revocation import RevocationList
 from collector.selfmetrics import CollectorMetrics
 from collector.skew import ClockSkew
 from collector.store import FleetStore, HostRecord
+from collector.trust.identity import IdentityError, PeerIdentity, peer_identity
+from collector.trust.revocation import RevocationList
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
 from protos.codec import PROTOCOL_VERSION, FrameError, FrameLayout

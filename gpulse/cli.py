@@ -56,7 +56,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_pki(args: argparse.Namespace) -> int:
-    from collector import pki
+    from collector.trust import pki
 
     if args.pki_command == "revoke":
         if args.agent is None and args.collector is None and args.serial is None and not args.refresh:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpulse {args.command}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from collector.pki import PkiError
+        from collector.trust.pki import PkiError
 
         if isinstance(exc, PkiError):
             print(f"gpulse pki: {exc}", file=sys.stderr)

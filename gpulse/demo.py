@@ -14,12 +14,12 @@ from agent.daemon import run_agent
 from agent.main import build_agent, make_gpu_backend
 from agent.sources.gpu import BackendUnavailable, GpuBackend
 from agent.sources.sim import Fault, FaultKind, LoadPattern, SimBackend
-from collector import pki
 from collector.alerting.config import AlertingConfig
 from collector.alerting.routing import Route, Timing
 from collector.app import start_collector
 from collector.config import CollectorConfig
 from collector.detect.config import DetectConfig
+from collector.trust import pki
 from gpulse.tls import TlsFiles
 
 log = structlog.get_logger("gpulse.demo")

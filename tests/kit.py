@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from collector import pki
+from collector.trust import pki
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from collector import pki
+from collector.trust import pki
 from tests.kit import ROOT
 
 pytestmark = [

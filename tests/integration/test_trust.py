@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from collector import pki
+from collector.trust import pki
 from tests import streams
 from tests.kit import Collector, Pki, Service, metric_value, start_agent, start_collector, wait_for
 

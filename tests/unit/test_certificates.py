@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from collector import pki
-from collector.certificates import ServerCertificates
+from collector.trust import pki
+from collector.trust.certificates import ServerCertificates
 from gpulse.tls import TlsFiles
 
 

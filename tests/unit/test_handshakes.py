@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.handshakes import StderrHandshakeWatcher, classify
+from collector.trust.handshakes import StderrHandshakeWatcher, classify
 
 PREFIX = "I1129 09:22:57.960731   17225 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "
 

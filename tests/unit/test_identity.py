@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector import pki
-from collector.identity import IdentityError, peer_identity
+from collector.trust import pki
+from collector.trust.identity import IdentityError, peer_identity
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from collector import pki
-from collector.revocation import RevocationError, RevocationList, load_crl
+from collector.trust import pki
+from collector.trust.revocation import RevocationError, RevocationList, load_crl
 from gpulse.cli import main
 
 

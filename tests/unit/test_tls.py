@@ -6,7 +6,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from collector import pki
+from collector.trust import pki
 from gpulse.tls import TlsFiles, WatchedChannelCredentials, validity_problem
 
 

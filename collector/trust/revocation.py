@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 from cryptography import x509
 
-log = structlog.get_logger("gpulse.collector.revocation")
+log = structlog.get_logger("gpulse.collector.trust.revocation")
 
 
 class RevocationError(Exception):

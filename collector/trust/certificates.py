@@ -10,7 +10,7 @@ from cryptography import x509
 
 from gpulse.tls import TlsFiles, fingerprint, pair_problem
 
-log = structlog.get_logger("gpulse.collector.certificates")
+log = structlog.get_logger("gpulse.collector.trust.certificates")
 
 
 class ServerCertificates:
