@@ -24,8 +24,8 @@ import numpy as np
 from agent.sources.host import HostSource
 from agent.sources.sim import SimBackend
 from collector.alert import Alert
-from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
+from collector.ingest.decode import DecodedFrame
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos.codec import PROTOCOL_VERSION, FrameLayout

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.decode import decode_frame
-from collector.ratelimit import TokenBucket
+from collector.ingest.decode import decode_frame
+from collector.ingest.ratelimit import TokenBucket
 from collector.store import FleetStore
 from collector.trust import pki
 from collector.trust.revocation import RevocationList

@@ -64,8 +64,8 @@ class LatencyObserver:
 async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0) -> None:
     import grpc
 
+    from collector.ingest.server import TelemetryService, add_telemetry_service
     from collector.selfmetrics import CollectorMetrics
-    from collector.server import TelemetryService, add_telemetry_service
     from collector.store import FleetStore
     from gpulse.tls import TlsFiles, server_credentials
     from gpulse.transport import server_options
@@ -103,7 +103,7 @@ def start_collector_work(service: object, store: object, scrape_every: float) ->
     from collector.detect.config import DetectConfig
     from collector.detect.service import DetectionService
     from collector.exposition import FleetExposition
-    from collector.server import TelemetryService
+    from collector.ingest.server import TelemetryService
     from collector.store import FleetStore
 
     assert isinstance(service, TelemetryService) and isinstance(store, FleetStore)
@@ -129,7 +129,7 @@ class NullSink:
     """The same stream, message and ack machinery as the collector, and nothing else: the transport's cost."""
 
     def __init__(self, observer: LatencyObserver, pb: object) -> None:
-        from collector.acks import AckTicker
+        from collector.ingest.acks import AckTicker
 
         self.observer = observer
         self.pb = pb

@@ -19,9 +19,9 @@ from collector.detect.service import DetectionService
 from collector.exporters.remote_write import RemoteWriter
 from collector.exposition import EventTallies, FleetExposition
 from collector.http import build_app
-from collector.progress import ProgressBook, ProgressStore
+from collector.ingest.progress import ProgressBook, ProgressStore
+from collector.ingest.server import TelemetryService, add_telemetry_service
 from collector.selfmetrics import CollectorMetrics
-from collector.server import TelemetryService, add_telemetry_service
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
 from collector.trust.handshakes import StderrHandshakeWatcher

@@ -12,7 +12,7 @@ from collector.detect.config import DetectConfig, parse_detect
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.exposition.fleet import FORMATS
-from collector.server import IngestLimits
+from collector.ingest.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
 from gpulse.tls import TlsFiles
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from collector.decode import DecodedFrame
+from collector.ingest.decode import DecodedFrame
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout
 from protos.fields import CATALOG, FieldCatalog

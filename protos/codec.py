@@ -1,7 +1,7 @@
 """Frame codec: the layout a Hello fixes for a stream, and packing one tick's values into a Frame.
 
 Pure functions, no I/O, and no numpy: the agent packs its frames with this module and stays free
-of numpy; the collector's checks on arrival (``collector.decode``) unpack them into arrays.
+of numpy; the collector's checks on arrival (``collector.ingest.decode``) unpack them into arrays.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import generate_latest
 
-from collector.decode import decode_frame
 from collector.exposition import EventTallies, FleetExposition
+from collector.ingest.decode import decode_frame
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from collector.ingest.server import IngestObserver, TelemetryService
 from collector.selfmetrics import CollectorMetrics
-from collector.server import IngestObserver, TelemetryService
 from collector.store import FleetStore, HostRecord
 from gpulse.tls import TlsFiles, server_credentials
 from gpulse.transport import server_options

@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.alert import AlertSink
-from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.detect.rules import DEFAULT_RULES
+from collector.ingest.decode import DecodedFrame
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout

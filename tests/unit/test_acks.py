@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from collector.acks import AckTicker
+from collector.ingest.acks import AckTicker
 
 
 @dataclass

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from collector.decode import decode_frame
+from collector.ingest.decode import decode_frame
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameError, FrameLayout, encode_frame
 from protos.fields import CATALOG

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.decode import decode_frame
 from collector.exposition import EventTallies, FleetExposition
+from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout, encode_frame

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.progress import ProgressBook, ProgressExposition, ProgressStore
+from collector.ingest.progress import ProgressBook, ProgressExposition, ProgressStore
 from tests.kit import metric_value
 
 

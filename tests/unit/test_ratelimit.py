@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collector.ratelimit import TokenBucket
+from collector.ingest.ratelimit import TokenBucket
 
 
 def test_burst_then_sustained_rate() -> None:

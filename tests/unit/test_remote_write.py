@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from collector.decode import decode_frame
 from collector.exporters.remote_write import (
     HEADERS,
     PendingFrame,
@@ -27,6 +26,7 @@ from collector.exporters.remote_write import (
     encode_write_request,
     parse_config,
 )
+from collector.ingest.decode import decode_frame
 from collector.store import FleetStore, HostRecord
 from gpulse.configfile import ConfigError, Section
 from protos import telemetry_pb2 as pb

@@ -1,4 +1,4 @@
-from collector.sequence import SequenceTracker
+from collector.ingest.sequence import SequenceTracker
 
 
 def test_watermark_advances_only_over_contiguous_runs() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.skew import ClockSkew
+from collector.ingest.skew import ClockSkew
 
 S = 10**9  # one second in ns
 T0 = 1_800_000_000 * S

@@ -6,8 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from collector.decode import decode_frame
 from collector.exposition import FleetExposition
+from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout, encode_frame

@@ -8,9 +8,9 @@ import numpy as np
 
 from agent.hello import build_hello
 from agent.records import GpuInfo, HostInfo
-from collector.decode import DecodedFrame
 from collector.detect.engine import DetectionEngine
 from collector.detect.sinks import RecordingSink
+from collector.ingest.decode import DecodedFrame
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout

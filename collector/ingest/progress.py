@@ -21,9 +21,9 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.sequence import SequenceTracker
+from collector.ingest.sequence import SequenceTracker
 
-log = structlog.get_logger("gpulse.collector.progress")
+log = structlog.get_logger("gpulse.collector.ingest.progress")
 
 RETENTION_SECONDS = 8 * 86400.0  # a day past the oldest frame the collector accepts
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import structlog
 
-log = structlog.get_logger("gpulse.collector.acks")
+log = structlog.get_logger("gpulse.collector.ingest.acks")
 
 
 class Progress(Protocol):

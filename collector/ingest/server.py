@@ -1,7 +1,7 @@
 """The gRPC side of the collector: checks who is streaming, then applies their records to the store.
 
 Each stream is bound to the host named in its client certificate. Records are processed in
-arrival order; a shared ticker (collector/acks.py) acknowledges the highest contiguous sequence that
+arrival order; a shared ticker (collector/ingest/acks.py) acknowledges the highest contiguous sequence that
 is processed and durable; a record already processed is skipped, so replays are harmless.
 """
 
@@ -18,12 +18,12 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from collector.acks import AckSlot, AckTicker
-from collector.decode import decode_frame
-from collector.progress import ProgressBook, ProgressExposition, StreamProgress
-from collector.ratelimit import TokenBucket
+from collector.ingest.acks import AckSlot, AckTicker
+from collector.ingest.decode import decode_frame
+from collector.ingest.progress import ProgressBook, ProgressExposition, StreamProgress
+from collector.ingest.ratelimit import TokenBucket
+from collector.ingest.skew import ClockSkew
 from collector.selfmetrics import CollectorMetrics
-from collector.skew import ClockSkew
 from collector.store import FleetStore, HostRecord
 from collector.trust.identity import IdentityError, PeerIdentity, peer_identity
 from collector.trust.revocation import RevocationList
@@ -31,7 +31,7 @@ from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
 from protos.codec import PROTOCOL_VERSION, FrameError, FrameLayout
 
-log = structlog.get_logger("gpulse.collector.server")
+log = structlog.get_logger("gpulse.collector.ingest.server")
 
 
 @dataclass(frozen=True, slots=True)
