@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.sources.sim import SimBackend
-from collector.exposition import FleetExposition
+from collector.exporters.exposition import FleetExposition
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb

@@ -102,7 +102,7 @@ def start_collector_work(service: object, store: object, scrape_every: float) ->
     from collector.alert import Alert
     from collector.detect.config import DetectConfig
     from collector.detect.service import DetectionService
-    from collector.exposition import FleetExposition
+    from collector.exporters.exposition import FleetExposition
     from collector.ingest.server import TelemetryService
     from collector.store import FleetStore
 

@@ -16,9 +16,9 @@ from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
 from collector.config import CollectorConfig
 from collector.detect.service import DetectionService
+from collector.exporters.exposition import EventTallies, FleetExposition
 from collector.exporters.remote_write import RemoteWriter
-from collector.exposition import EventTallies, FleetExposition
-from collector.http import build_app
+from collector.http.app import build_app
 from collector.ingest.progress import ProgressBook, ProgressStore
 from collector.ingest.server import TelemetryService, add_telemetry_service
 from collector.selfmetrics import CollectorMetrics

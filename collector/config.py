@@ -9,9 +9,9 @@ from pathlib import Path
 from collector.alerting.config import AlertingConfig
 from collector.alerting.config import parse as parse_alerting
 from collector.detect.config import DetectConfig, parse_detect
+from collector.exporters.exposition.fleet import FORMATS
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
-from collector.exposition.fleet import FORMATS
 from collector.ingest.server import IngestLimits
 from gpulse.configfile import ConfigError, Section, load_toml
 from gpulse.tls import TlsFiles

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import generate_latest
 
-from collector.exposition import EventTallies, FleetExposition
+from collector.exporters.exposition import EventTallies, FleetExposition
 from collector.ingest.decode import decode_frame
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore

@@ -1,1 +1,2 @@
-"""Exporters that push the fleet's data out of the collector (remote write)."""
+"""What leaves the collector for other systems: the Prometheus exposition served at /metrics, rendered from
+the fleet store at scrape time, and remote write."""

@@ -28,8 +28,8 @@ import numpy as np
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.exposition.fleet import MAX_XID
-from collector.exposition.text import ObjectArray, escape
+from collector.exporters.exposition.fleet import MAX_XID
+from collector.exporters.exposition.text import ObjectArray, escape
 from collector.store import FleetStore, HostRecord
 from gpulse.configfile import Section
 from protos import remote_write_pb2 as rw

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collector.exposition.dcgm import DCGM_FAMILIES
+from collector.exporters.exposition.dcgm import DCGM_FAMILIES
 from tests.exposed_names import exposed_metric_names
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.exposition import EventTallies, FleetExposition
-from collector.exposition.dcgm import DCGM_FAMILIES
+from collector.exporters.exposition import EventTallies, FleetExposition
+from collector.exporters.exposition.dcgm import DCGM_FAMILIES
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb

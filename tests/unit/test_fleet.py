@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.exposition import EventTallies, FleetExposition
+from collector.exporters.exposition import EventTallies, FleetExposition
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb

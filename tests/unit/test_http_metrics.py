@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collector.exposition import FleetExposition
-from collector.http import build_app
+from collector.exporters.exposition import FleetExposition
+from collector.http.app import build_app
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from tests.unit.test_store_exposition import NOW, apply, hello

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from collector.exposition.nvlink import nvlink_block
+from collector.exporters.exposition.nvlink import nvlink_block
 from protos import telemetry_pb2 as pb
 
 

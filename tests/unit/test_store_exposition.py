@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from collector.exposition import FleetExposition
+from collector.exporters.exposition import FleetExposition
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb

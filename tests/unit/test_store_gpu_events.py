@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from collector.exposition import FleetExposition
+from collector.exporters.exposition import FleetExposition
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore
 from protos import telemetry_pb2 as pb

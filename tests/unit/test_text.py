@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.exposition.text import block, escape, format_value, format_values, header
+from collector.exporters.exposition.text import block, escape, format_value, format_values, header
 
 
 def test_whole_numbers_print_as_integers_and_fractions_round_trip() -> None:
@@ -39,7 +39,7 @@ def test_single_values_format_like_the_bulk_path() -> None:
 
 
 def test_per_link_nvlink_counters_keep_every_digit() -> None:
-    from collector.exposition.nvlink import nvlink_block
+    from collector.exporters.exposition.nvlink import nvlink_block
     from protos import telemetry_pb2 as pb
 
     links = {0: [pb.NvlinkLink(link=2, up=True, crc_errors=12345678, replay_errors=0, recovery_errors=0)]}

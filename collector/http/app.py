@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector.exposition import FleetExposition
+from collector.exporters.exposition import FleetExposition
 from collector.selfmetrics import CollectorMetrics
 from collector.store import HEALTH_NAMES, FleetStore
 from protos.fields import CATALOG

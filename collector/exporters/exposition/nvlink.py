@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from collector.exposition.text import format_value, header
+from collector.exporters.exposition.text import format_value, header
 from protos import telemetry_pb2 as pb
 
 __all__ = ["NVLINK_FAMILIES", "nvlink_block"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from collector.exposition.text import escape, header
+from collector.exporters.exposition.text import escape, header
 from collector.store import HEALTH_NAMES
 from protos import telemetry_pb2 as pb
 

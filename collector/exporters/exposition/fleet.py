@@ -16,12 +16,12 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from collector.exposition.dcgm import DCGM_FAMILIES, dcgm_labels
-from collector.exposition.events import EventTallies
-from collector.exposition.health import health_reasons_block
-from collector.exposition.labels import PrefixTable
-from collector.exposition.nvlink import nvlink_block
-from collector.exposition.text import block, escape, format_values, header
+from collector.exporters.exposition.dcgm import DCGM_FAMILIES, dcgm_labels
+from collector.exporters.exposition.events import EventTallies
+from collector.exporters.exposition.health import health_reasons_block
+from collector.exporters.exposition.labels import PrefixTable
+from collector.exporters.exposition.nvlink import nvlink_block
+from collector.exporters.exposition.text import block, escape, format_values, header
 from collector.store import HEALTH_NAMES, FleetStore
 from protos.fields import Kind
 

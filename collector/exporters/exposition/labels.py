@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from collector.exposition.text import ObjectArray
+from collector.exporters.exposition.text import ObjectArray
 
 __all__ = ["PrefixTable"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.exposition.text import escape
+from collector.exporters.exposition.text import escape
 from collector.store import GpuMeta
 from protos.fields import CATALOG, FieldCatalog
 

@@ -1,0 +1,1 @@
+"""The collector's HTTP side: /metrics, /healthz and the JSON API."""
