@@ -9,9 +9,9 @@ from pathlib import Path
 from agent.health import HealthThresholds
 from agent.sources.replay import ReplayConfig, parse_replay
 from agent.sources.sim import PROFILES, Fault, FaultKind, LoadPattern
-from gpulse.configfile import ConfigError, Section, load_toml
-from gpulse.tls import TlsFiles
-from gpulse.transport import CLIENT_KEEPALIVE_MS, CLIENT_KEEPALIVE_TIMEOUT_MS, SERVER_MIN_PING_INTERVAL_MS
+from runtime.configfile import ConfigError, Section, load_toml
+from runtime.tls import TlsFiles
+from runtime.transport import CLIENT_KEEPALIVE_MS, CLIENT_KEEPALIVE_TIMEOUT_MS, SERVER_MIN_PING_INTERVAL_MS
 
 GPU_SOURCES = ("nvml", "sim", "replay", "none")
 

@@ -19,9 +19,9 @@ from agent.shipper import Shipper
 from agent.sources.gpu import GpuBackend, GpuError
 from agent.sources.host import HostSource
 from agent.spool.base import Spool
-from gpulse.runtime import Lifecycle
 from protos import telemetry_pb2 as pb
 from protos.codec import encode_frame
+from runtime.lifecycle import Lifecycle
 
 log = structlog.get_logger("gpulse.agent")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from agent.records import GpuInfo, HostInfo
-from gpulse import __version__
 from protos import telemetry_pb2 as pb
 from protos.codec import PROTOCOL_VERSION
+from runtime import __version__
 
 
 def gpu_inventory(info: GpuInfo) -> pb.GpuInventory:
@@ -30,6 +30,30 @@ def gpu_inventory(info: GpuInfo) -> pb.GpuInventory:
         pcie_max_width=info.pcie_max_width,
         nvlink_count=info.nvlink_count,
         unsupported_field_ids=sorted(info.unsupported_field_ids),
+    )
+
+
+def gpu_info(inventory: pb.GpuInventory) -> GpuInfo:
+    """The agent's record of a GPU from its wire inventory, as a replayed trace describes it."""
+    return GpuInfo(
+        index=inventory.index,
+        uuid=inventory.uuid,
+        name=inventory.name,
+        serial=inventory.serial,
+        pci_bus_id=inventory.pci_bus_id,
+        driver_version=inventory.driver_version,
+        cuda_version=inventory.cuda_version,
+        vbios_version=inventory.vbios_version,
+        memory_total_bytes=inventory.memory_total_bytes,
+        power_limit_min_watts=inventory.power_limit_min_watts,
+        power_limit_max_watts=inventory.power_limit_max_watts,
+        power_limit_default_watts=inventory.power_limit_default_watts,
+        persistence_mode=inventory.persistence_mode,
+        mig_mode=inventory.mig_mode,
+        pcie_max_generation=inventory.pcie_max_generation,
+        pcie_max_width=inventory.pcie_max_width,
+        nvlink_count=inventory.nvlink_count,
+        unsupported_field_ids=frozenset(inventory.unsupported_field_ids),
     )
 
 

@@ -23,10 +23,10 @@ from agent.spool.base import Spool
 from agent.spool.disk import DiskSpool, DiskSpoolConfig
 from agent.spool.memory import MemorySpool
 from agent.status import STATUS_FILE, publish_status
-from gpulse import logs
-from gpulse.heap import release_after_start
-from gpulse.runtime import Lifecycle
-from gpulse.tls import WatchedChannelCredentials, channel_credentials
+from runtime import logs
+from runtime.heap import release_after_start
+from runtime.lifecycle import Lifecycle
+from runtime.tls import WatchedChannelCredentials, channel_credentials
 
 # How long start-up may take before the heap is released without waiting for a collector.
 STARTUP_TIMEOUT_S = 30.0

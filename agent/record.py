@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import IO
 
+from agent.hello import gpu_inventory
 from agent.sources.sim import Fault, FaultKind, LoadPattern, SimBackend
-from gpulse.trace import TraceWriter
+from runtime.trace import TraceWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ def record(out: IO[str], plan: RecordPlan) -> int:
         )
     writer = TraceWriter(out, gpu_field_ids=sims[0].field_ids, source="sim", seed=plan.seed)
     for sim in sims:
-        writer.host(sim.host_id, plan.interval, sim.open())
+        writer.host(sim.host_id, plan.interval, [gpu_inventory(g) for g in sim.open()])
     frames = 0
     steps = int(plan.duration / plan.interval)
     for step in range(steps + 1):

@@ -17,9 +17,9 @@ import structlog
 
 from agent.config import BackoffConfig
 from agent.spool.base import Spool
-from gpulse.transport import CLIENT_KEEPALIVE_MS, CLIENT_KEEPALIVE_TIMEOUT_MS, channel_options
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
+from runtime.transport import CLIENT_KEEPALIVE_MS, CLIENT_KEEPALIVE_TIMEOUT_MS, channel_options
 
 log = structlog.get_logger("gpulse.agent.shipper")
 

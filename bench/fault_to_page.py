@@ -169,7 +169,7 @@ def quantiles(latencies: list[float]) -> tuple[float, float, float]:
 async def run(args: argparse.Namespace) -> None:
     from agent import config as agent_config_module
     from agent.main import run as run_agent
-    from gpulse import logs
+    from runtime import logs
 
     logs.configure("error", stream=sys.stderr)
     faults: dict[tuple[str, str], float] = {}

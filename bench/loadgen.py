@@ -67,10 +67,10 @@ async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0)
     from collector.ingest.server import TelemetryService, add_telemetry_service
     from collector.selfmetrics import CollectorMetrics
     from collector.store import FleetStore
-    from gpulse.tls import TlsFiles, server_credentials
-    from gpulse.transport import server_options
     from protos import telemetry_pb2 as pb
     from protos import telemetry_pb2_grpc as pb_grpc
+    from runtime.tls import TlsFiles, server_credentials
+    from runtime.transport import server_options
 
     control = take_stdout()
     observer = LatencyObserver()
@@ -168,7 +168,7 @@ class _Seen:
 
 def take_stdout() -> TextIO:
     """Keep stdout for the driver's answers; logs and anything else printed go to stderr."""
-    from gpulse import logs
+    from runtime import logs
 
     control = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -216,10 +216,10 @@ async def agents(first: int, count: int, total: int, target: str, pki_dir: Path,
 
     from agent.sources.host import HostSource
     from agent.sources.sim import SimBackend
-    from gpulse.transport import channel_options
     from protos import telemetry_pb2 as pb
     from protos import telemetry_pb2_grpc as pb_grpc
     from protos.fields import CATALOG
+    from runtime.transport import channel_options
 
     control = take_stdout()
     # A healthy host's values (a fleet is mostly healthy: what detection then costs is evaluation,

@@ -33,12 +33,12 @@ from agent.records import HostInfo
 from agent.shipper import Shipper
 from agent.sources.sim import SimBackend
 from agent.spool.disk import HEADER, DiskSpool, DiskSpoolConfig, frame_record, scan
-from gpulse.tls import TlsFiles, channel_credentials
-from gpulse.transport import channel_options
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
 from protos.codec import encode_frame
 from protos.fields import CATALOG
+from runtime.tls import TlsFiles, channel_credentials
+from runtime.transport import channel_options
 from tests.kit import Pki
 from tests.threaded_collector import Recorder, ThreadedCollector
 

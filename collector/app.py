@@ -26,9 +26,9 @@ from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
 from collector.trust.handshakes import StderrHandshakeWatcher
 from collector.trust.revocation import RevocationList
-from gpulse import logs
-from gpulse.runtime import Lifecycle
-from gpulse.transport import server_options
+from runtime import logs
+from runtime.lifecycle import Lifecycle
+from runtime.transport import server_options
 
 log = structlog.get_logger("gpulse.collector")
 

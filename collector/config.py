@@ -13,8 +13,8 @@ from collector.exporters.exposition.fleet import FORMATS
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.ingest.server import IngestLimits
-from gpulse.configfile import ConfigError, Section, load_toml
-from gpulse.tls import TlsFiles
+from runtime.configfile import ConfigError, Section, load_toml
+from runtime.tls import TlsFiles
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,3 +1,1 @@
-"""Run-time pieces shared by the gpulse agent and collector: the command, logging, TLS, config files."""
-
-__version__ = "0.1.0"
+"""The `gpulse` command and its subcommands; the one package that may import agent, collector and runtime."""

@@ -8,9 +8,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from gpulse import __version__, logs
-from gpulse.configfile import ConfigError
-from gpulse.runtime import run_service, run_until_signalled
+from runtime import __version__, logs
+from runtime.configfile import ConfigError
+from runtime.lifecycle import run_service, run_until_signalled
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def _cmd_pki(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from agent import config as agent_config
     from collector import config as collector_config
-    from gpulse.configfile import infer_kind
+    from runtime.configfile import infer_kind
 
     if args.file is None:
         path, kind = Path(args.kind_or_file), ""

@@ -20,7 +20,7 @@ from collector.app import start_collector
 from collector.config import CollectorConfig
 from collector.detect.config import DetectConfig
 from collector.trust import pki
-from gpulse.tls import TlsFiles
+from runtime.tls import TlsFiles
 
 log = structlog.get_logger("gpulse.demo")
 

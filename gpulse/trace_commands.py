@@ -41,7 +41,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from collector.detect.backtest import backtest, format_alerts
     from collector.detect.rules import DEFAULT_RULES, RuleError
-    from gpulse.trace import TraceError
+    from runtime.trace import TraceError
 
     rules = [str(p) for p in args.rules] or [DEFAULT_RULES]
     try:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 
-from gpulse.transport import channel_options
 from protos import fields as catalog
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
 from protos.codec import PROTOCOL_VERSION
+from runtime.transport import channel_options
 
 
 def hello(host_id: str, *, boot_id: str = "", gpus: int = 1) -> pb.AgentMessage:

@@ -16,10 +16,10 @@ import grpc
 from collector.ingest.server import IngestObserver, TelemetryService
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore, HostRecord
-from gpulse.tls import TlsFiles, server_credentials
-from gpulse.transport import server_options
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
+from runtime.tls import TlsFiles, server_credentials
+from runtime.transport import server_options
 from tests.kit import Pki
 
 

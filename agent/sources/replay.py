@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from agent.hello import gpu_info
 from agent.records import GpuInfo, GpuProcessInfo, Rows
 from agent.sources.gpu import BackendUnavailable
-from gpulse.configfile import Section
 from protos import telemetry_pb2 as pb
+from runtime.configfile import Section
 
 if TYPE_CHECKING:
-    from gpulse.trace import TraceEvent, TraceFrame, TraceHost
+    from runtime.trace import TraceEvent, TraceFrame, TraceHost
 
 log = structlog.get_logger("gpulse.agent.replay")
 
@@ -69,7 +70,7 @@ class ReplayBackend:
     def open(self) -> list[GpuInfo]:
         # Imported here: every agent imports this module for its [replay] config, and only one that
         # replays needs the trace reader (and protobuf's JSON mapping, which it loads).
-        from gpulse.trace import TraceError, TraceFrame, TraceHost, read_trace
+        from runtime.trace import TraceError, TraceFrame, TraceHost, read_trace
 
         try:
             header, records = read_trace(self.path)
@@ -102,7 +103,7 @@ class ReplayBackend:
                 f"replay trace {self.path}: host {chosen.host_id!r} changes its number of GPUs mid-trace"
             )
         self._field_ids = header.gpu_field_ids
-        self._inventory = list(chosen.gpus)
+        self._inventory = [gpu_info(g) for g in chosen.gpus]
         self._times = [f.unix_ns for f in frames]
         self._frames = [f.gpu for f in frames]
         self._event_times = [e.unix_ns for e in self._events]

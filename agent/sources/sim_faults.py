@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from agent.sources.sim import Fault, FaultKind
-from gpulse.configfile import ConfigError, Section, load_toml
+from runtime.configfile import ConfigError, Section, load_toml
 
 __all__ = ["INBOX_DIR", "FaultInbox", "add_parser", "parse_fault", "write_fault"]
 

@@ -9,7 +9,7 @@ from collector.alerting.inhibit import DEFAULT_RULES, InhibitRule
 from collector.alerting.matchers import parse_all
 from collector.alerting.receivers import LogConfig, ReceiverConfig, parse_receiver
 from collector.alerting.routing import Route, Timing
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 DEFAULT_RECEIVER = LogConfig("log")
 

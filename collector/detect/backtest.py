@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.hello import build_hello
-from agent.records import HostInfo
 from collector.alert import Alert
 from collector.detect.offline import OfflineFleet
 from collector.detect.rules import DEFAULT_RULES
 from collector.detect.sinks import RecordingSink
-from gpulse.trace import TraceEvent, TraceFrame, TraceHost, read_trace
+from protos import telemetry_pb2 as pb
+from protos.codec import PROTOCOL_VERSION
+from runtime.trace import TraceEvent, TraceFrame, TraceHeader, TraceHost, read_trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,20 @@ class BacktestResult:
     events: int
     start: float
     end: float
+
+
+def trace_hello(header: TraceHeader, host: TraceHost) -> pb.Hello:
+    """The Hello a replaying agent would open with, built from the trace alone."""
+    return pb.Hello(
+        host_id=host.host_id,
+        boot_id="trace",
+        protocol_version=PROTOCOL_VERSION,
+        interval_seconds=host.interval_seconds,
+        host=pb.HostInventory(hostname=host.host_id, gpu_source="replay"),
+        gpus=host.gpus,
+        host_field_ids=header.host_field_ids,
+        gpu_field_ids=header.gpu_field_ids,
+    )
 
 
 def backtest(
@@ -36,17 +50,7 @@ def backtest(
     start = end = 0.0
     for record in records:
         if isinstance(record, TraceHost):
-            hello = build_hello(
-                host_id=record.host_id,
-                boot_id="trace",
-                host=HostInfo(record.host_id),
-                gpus=list(record.gpus),
-                gpu_source="replay",
-                host_field_ids=header.host_field_ids,
-                gpu_field_ids=header.gpu_field_ids,
-                interval=record.interval_seconds,
-            )
-            hosts[record.host_id] = hello
+            hosts[record.host_id] = trace_hello(header, record)
             continue
         now = record.unix_ns / 1e9
         start = start or now

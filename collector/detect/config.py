@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.detect.rules import DEFAULT_RULES
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from typing import Any
 from collector.alert import Severity
 from collector.detect import expr as ex
 from collector.detect import templates
-from gpulse.configfile import ConfigError
+from runtime.configfile import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RULE_KEYS = frozenset({"name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "immediate"})

@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from collector.exporters.exposition.fleet import MAX_XID
 from collector.exporters.exposition.text import ObjectArray, escape
 from collector.store import FleetStore, HostRecord
-from gpulse.configfile import Section
 from protos import remote_write_pb2 as rw
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG, FieldCatalog
+from runtime.configfile import Section
 
 __all__ = [
     "HEADERS",

@@ -8,7 +8,7 @@ import grpc
 import structlog
 from cryptography import x509
 
-from gpulse.tls import TlsFiles, fingerprint, pair_problem
+from runtime.tls import TlsFiles, fingerprint, pair_problem
 
 log = structlog.get_logger("gpulse.collector.trust.certificates")
 

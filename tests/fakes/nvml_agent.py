@@ -18,7 +18,7 @@ def main(config_path: Path, gpus: int) -> None:
     from agent import config as agent_config
     from agent.main import run
     from agent.sources.nvml import NvmlBackend
-    from gpulse import logs
+    from runtime import logs
     from tests.fakes.nvml import FakeGpu, FakeNvml
 
     config = agent_config.load(config_path)

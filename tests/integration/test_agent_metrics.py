@@ -36,7 +36,7 @@ def test_agent_serves_its_own_metrics(tmp: Path, test_pki: Pki, services: list[S
 
 def test_a_bad_listen_address_is_refused_with_the_key(tmp: Path, test_pki: Pki) -> None:
     from agent import config as agent_config
-    from gpulse.configfile import ConfigError
+    from runtime.configfile import ConfigError
     from tests.kit import agent_config as write_agent_config
 
     path = write_agent_config(tmp, test_pki, "node-z", ["127.0.0.1:1"], metrics={"listen": "9411"})

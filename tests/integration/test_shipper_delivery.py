@@ -18,11 +18,11 @@ from agent.shipper import Shipper
 from agent.sources.host import HostSource
 from agent.spool.disk import DiskSpool
 from agent.spool.memory import MemorySpool
-from gpulse.tls import TlsFiles, channel_credentials
-from gpulse.transport import CLIENT_KEEPALIVE_MS, SERVER_MIN_PING_INTERVAL_MS, channel_options
 from protos import telemetry_pb2 as pb
 from protos import telemetry_pb2_grpc as pb_grpc
 from protos.fields import CATALOG
+from runtime.tls import TlsFiles, channel_credentials
+from runtime.transport import CLIENT_KEEPALIVE_MS, SERVER_MIN_PING_INTERVAL_MS, channel_options
 from tests.kit import Pki
 from tests.threaded_collector import Recorder, ThreadedCollector
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from collector.trust import pki
 from collector.trust.certificates import ServerCertificates
-from gpulse.tls import TlsFiles
+from runtime.tls import TlsFiles
 
 
 def setup_files(tmp_path: Path) -> tuple[Path, TlsFiles]:

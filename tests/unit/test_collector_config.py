@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector import config as collector_config
-from gpulse.configfile import ConfigError
+from runtime.configfile import ConfigError
 
 BASE = {"tls": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/k.pem"}}
 

@@ -7,7 +7,7 @@ import pytest
 from agent import config as agent_config
 from collector import config as collector_config
 from gpulse.cli import main
-from gpulse.configfile import ConfigError
+from runtime.configfile import ConfigError
 
 AGENT = """
 host_id = "node-1"

@@ -8,7 +8,7 @@ import pytest
 
 from agent import config as agent_config
 from agent.health import HealthThresholds
-from gpulse.configfile import ConfigError
+from runtime.configfile import ConfigError
 
 BASE = """
 host_id = "node-1"

@@ -15,8 +15,8 @@ from agent.daemon import Sampler, run_agent
 from agent.shipper import Shipper
 from agent.sources.host import HostSource
 from agent.spool.memory import MemorySpool
-from gpulse.runtime import Lifecycle
-from gpulse.sdnotify import Notifier
+from runtime.lifecycle import Lifecycle
+from runtime.sdnotify import Notifier
 
 
 def pings(sock: socket.socket) -> int:

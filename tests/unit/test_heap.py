@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpulse.heap import release_after_start, release_free_memory
+from runtime.heap import release_after_start, release_free_memory
 
 
 class Releases:

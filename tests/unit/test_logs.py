@@ -5,7 +5,7 @@ import json
 
 import structlog
 
-from gpulse import logs
+from runtime import logs
 
 
 class Tty(io.StringIO):

@@ -28,10 +28,10 @@ from collector.exporters.remote_write import (
 )
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore, HostRecord
-from gpulse.configfile import ConfigError, Section
 from protos import telemetry_pb2 as pb
 from protos.codec import FrameLayout, encode_frame
 from protos.fields import CATALOG
+from runtime.configfile import ConfigError, Section
 from tests.kit import free_port
 
 T0 = 1_800_000_000 * 10**9

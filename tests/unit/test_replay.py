@@ -11,8 +11,8 @@ from agent.record import RecordPlan, parse_fault, record
 from agent.sources.gpu import BackendUnavailable
 from agent.sources.replay import ReplayBackend
 from agent.sources.sim import FaultKind
-from gpulse.configfile import ConfigError
 from protos.fields import CATALOG
+from runtime.configfile import ConfigError
 from tests.kit import gpu_rows
 
 TEMP = CATALOG.gpu_ids.index(CATALOG.gpu("temperature").id)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpulse.runtime import Lifecycle
-from gpulse.sdnotify import Notifier
+from runtime.lifecycle import Lifecycle
+from runtime.sdnotify import Notifier
 
 
 class Clock:

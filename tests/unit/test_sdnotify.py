@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpulse.sdnotify import Notifier
+from runtime.sdnotify import Notifier
 
 
 @pytest.fixture

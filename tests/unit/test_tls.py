@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from collector.trust import pki
-from gpulse.tls import TlsFiles, WatchedChannelCredentials, validity_problem
+from runtime.tls import TlsFiles, WatchedChannelCredentials, validity_problem
 
 
 def test_changed_after_rotation_and_after_switching_paths(tmp_path: Path) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.records import GpuInfo
-from gpulse.trace import TraceError, TraceEvent, TraceFrame, TraceHost, TraceWriter, read_trace
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
+from runtime.trace import TraceError, TraceEvent, TraceFrame, TraceHost, TraceWriter, read_trace
 
 IDS = (CATALOG.gpu("temperature").id, CATALOG.gpu("power_usage").id)
 
@@ -20,8 +19,8 @@ def write(path: Path) -> Path:
     out = io.StringIO()
     writer = TraceWriter(out, gpu_field_ids=IDS, seed=4)
     gpus = [
-        GpuInfo(0, "GPU-0", "NVIDIA H100 80GB HBM3", unsupported_field_ids=frozenset({127})),
-        GpuInfo(1, "GPU-1", "X"),
+        pb.GpuInventory(index=0, uuid="GPU-0", name="NVIDIA H100 80GB HBM3", unsupported_field_ids=[127]),
+        pb.GpuInventory(index=1, uuid="GPU-1", name="X"),
     ]
     writer.host("node-a", 1.0, gpus)
     writer.frame("node-a", 1_000_000_000, np.array([[60.0, np.nan], [61.5, 300.0]]))
@@ -35,7 +34,7 @@ def test_round_trip_keeps_values_missing_reads_inventory_and_events(tmp_path: Pa
     header, records = read_trace(write(tmp_path / "t.jsonl"))
     assert header.gpu_field_ids == IDS and header.meta == {"seed": 4}
     host, frame, event, frame2 = list(records)
-    assert isinstance(host, TraceHost) and host.gpus[0].unsupported_field_ids == frozenset({127})
+    assert isinstance(host, TraceHost) and list(host.gpus[0].unsupported_field_ids) == [127]
     assert host.gpus[1].uuid == "GPU-1"
     assert isinstance(frame, TraceFrame) and frame.unix_ns == 1_000_000_000
     assert math.isnan(frame.gpu[0][1]) and frame.gpu[1] == [61.5, 300.0]  # plain lists, NaN: not read

@@ -12,7 +12,7 @@ from collector.alerting.receivers.base import PermanentError, Receiver, Receiver
 from collector.alerting.receivers.log import LogConfig, LogReceiver
 from collector.alerting.receivers.pagerduty import PagerDutyConfig, PagerDutyReceiver
 from collector.alerting.receivers.webhook import WebhookConfig, WebhookReceiver
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 ReceiverConfig = PagerDutyConfig | AlertmanagerConfig | WebhookConfig | LogConfig
 

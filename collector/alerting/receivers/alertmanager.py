@@ -14,7 +14,7 @@ import aiohttp
 
 from collector.alert import Alert, AlertState
 from collector.alerting.receivers.base import iso8601, post_json
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 Clock = Callable[[], float]
 

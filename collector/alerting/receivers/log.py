@@ -9,7 +9,7 @@ import structlog
 
 from collector.alert import Alert, AlertState
 from collector.alerting import context
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collector.alert import Alert, AlertState
 from collector.alerting import context
 from collector.alerting.ratelimit import RateLimit
 from collector.alerting.receivers.base import iso8601, post_json
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024

@@ -10,7 +10,7 @@ import aiohttp
 
 from collector.alert import Alert, AlertState
 from collector.alerting.receivers.base import iso8601, post_json
-from gpulse.configfile import Section
+from runtime.configfile import Section
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import pytest
 
 from collector.alerting.config import parse
 from collector.alerting.receivers import AlertmanagerConfig, LogConfig, PagerDutyConfig
-from gpulse.configfile import ConfigError, Section
+from runtime.configfile import ConfigError, Section
 
 KEY = "a" * 32
 

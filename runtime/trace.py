@@ -8,7 +8,9 @@ See docs/trace-format.md. One JSON object per line, in time order:
 - ``{"type": "event", "host": ID, "unix_ns": T, "event": {...}}``; the event in protobuf's JSON mapping
 
 Plain lists of floats (NaN: not read), no numpy: the agent's replay source reads traces, and the
-agent runs without numpy. Tools that want arrays convert what they read.
+agent runs without numpy. Tools that want arrays convert what they read. GPU inventory is the wire
+contract's ``GpuInventory``, so the agent (replay, record) and the collector (backtest) share the
+format without either importing the other.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from google.protobuf import json_format
 
-from agent.records import GpuInfo
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG, Scope
 
@@ -52,7 +53,7 @@ class TraceHeader:
 class TraceHost:
     host_id: str
     interval_seconds: float
-    gpus: tuple[GpuInfo, ...]
+    gpus: tuple[pb.GpuInventory, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +78,11 @@ def _numbers(values: Iterable[float]) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in values]
 
 
-def _gpu_json(info: GpuInfo) -> dict[str, Any]:
-    data = asdict(info)
-    data["unsupported_fields"] = sorted(CATALOG[f].name for f in info.unsupported_field_ids if f in CATALOG)
+def _gpu_json(info: pb.GpuInventory) -> dict[str, Any]:
+    """Every inventory field, defaults included, with unsupported fields by catalog name."""
+    data: dict[str, Any] = {f.name: getattr(info, f.name) for f in pb.GpuInventory.DESCRIPTOR.fields}
     del data["unsupported_field_ids"]
+    data["unsupported_fields"] = sorted(CATALOG[f].name for f in info.unsupported_field_ids if f in CATALOG)
     return data
 
 
@@ -105,7 +107,7 @@ class TraceWriter:
     def _line(self, data: dict[str, Any]) -> None:
         self.out.write(json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
 
-    def host(self, host_id: str, interval_seconds: float, gpus: list[GpuInfo]) -> None:
+    def host(self, host_id: str, interval_seconds: float, gpus: Iterable[pb.GpuInventory]) -> None:
         self._line(
             {
                 "type": "host",
@@ -251,14 +253,14 @@ def _records(path: str, handle: IO[str], header: TraceHeader) -> Iterator[TraceR
                 raise TraceError(path, number, f"unknown record type {kind!r}; expected host, frame or event")
 
 
-def _gpu_info(path: str, number: int, data: Any, index: int) -> GpuInfo:
+def _gpu_info(path: str, number: int, data: Any, index: int) -> pb.GpuInventory:
     if not isinstance(data, dict):
         raise TraceError(path, number, f"gpus[{index}] must be an object")
     data = dict(data)
     names = data.pop("unsupported_fields", [])
-    data["unsupported_field_ids"] = frozenset(_field_id(path, number, n, Scope.GPU) for n in names)
+    data["unsupported_field_ids"] = sorted({_field_id(path, number, n, Scope.GPU) for n in names})
     data.setdefault("index", index)
     try:
-        return GpuInfo(**data)
-    except TypeError as exc:
+        return pb.GpuInventory(**data)
+    except (TypeError, ValueError) as exc:  # an unknown key, or a value of the wrong type
         raise TraceError(path, number, f"gpus[{index}]: {exc}") from None

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from gpulse.sdnotify import Notifier
+from runtime.sdnotify import Notifier
 
 log = structlog.get_logger("gpulse.runtime")
 
