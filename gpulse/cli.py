@@ -73,6 +73,10 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         print(f"CA certificate: {issued.cert}\nCA key:         {issued.key} (mode 0600)")
         return 0
     role, name = ("agent", args.agent) if args.agent else ("collector", args.collector)
+    existing = pki.issued_paths(args.dir, role=role, name=pki.check_name(name, role)).key
+    if existing.exists() and not args.force:
+        print(f"gpulse pki issue: {existing} already exists; refusing to replace it (use --force)", file=sys.stderr)
+        return 2
     issued = pki.issue(args.dir, role=role, name=name, sans=args.san, days=args.days)
     print(f"{role} certificate: {issued.cert}\n{role} key:         {issued.key} (mode 0600)")
     return 0
@@ -118,10 +122,19 @@ def _cmd_top(args: argparse.Namespace) -> int:
     return run(args.url, interval=args.interval, once=args.once)
 
 
+def version_text() -> str:
+    """``gpulse 0.1.0 (wire protocol 1)``: what an agent and a collector must agree on is the protocol."""
+    from protos.codec import PROTOCOL_VERSION
+
+    return f"gpulse {__version__} (wire protocol {PROTOCOL_VERSION})"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `gpulse` parser; with ``command``, only that command's module is loaded among the external ones."""
     parser = argparse.ArgumentParser(prog="gpulse", description="GPU fleet telemetry and health monitoring.")
-    parser.add_argument("--version", action="version", version=f"gpulse {__version__}")
+    parser.add_argument(
+        "-V", "--version", action="version", version=version_text(), help="print the gpulse and wire-protocol versions"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("agent", help="run the host agent")
@@ -162,7 +175,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     who.add_argument("--agent", metavar="HOST", help="client certificate for this host id")
     who.add_argument("--collector", metavar="NAME", help="server certificate for this collector")
     q.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
-    q.add_argument("--days", type=int, default=365)
+    q.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    q.add_argument("--force", action="store_true", help="replace an existing certificate and key of that name")
     p.set_defaults(func=_cmd_pki)
 
     q = pki_sub.add_parser("revoke", help="revoke a certificate: add it to DIR/crl.pem, signed by the CA")

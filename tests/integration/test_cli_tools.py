@@ -1,0 +1,52 @@
+"""Tools that say what they did: sim-fault's outcome, and the agent's first connection in its log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.kit import ROOT, Pki, Service, start_agent, start_collector, wait_for
+
+
+def sim_fault(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpulse.cli", "sim-fault", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_agent_logs_its_first_connection_and_sim_fault_reports_the_outcome(
+    tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    agent = start_agent(tmp, test_pki, "node-t", [collector.target])
+    services.append(agent)
+    # The very first stream is logged, although no error came before it.
+    wait_for(lambda: "collector stream open" in agent.log(), what="the first connection in the agent's log")
+    assert "collector stream failed" not in agent.log()
+    state_dir = str(tmp / "agent-node-t")
+    refused = sim_fault("dbe", "--gpu", "9", "--state-dir", state_dir)
+    assert refused.returncode == 2
+    assert "rejected" in refused.stderr and "gpu" in refused.stderr and "between 0 and 1" in refused.stderr
+    applied = sim_fault("dbe", "--gpu", "1", "--state-dir", state_dir)
+    assert applied.returncode == 0, applied.stderr
+    assert "applied by the agent" in applied.stdout
+
+
+def test_sim_fault_with_no_agent_behind_the_state_dir_fails_and_withdraws_it(tmp: Path) -> None:
+    missing = sim_fault("dbe", "--state-dir", str(tmp / "nowhere"))
+    assert missing.returncode == 1 and "no such directory" in missing.stderr
+    idle = tmp / "idle-agent-dir"
+    idle.mkdir()
+    nobody = sim_fault("dbe", "--state-dir", str(idle), "--wait", "0.5")
+    assert nobody.returncode == 1
+    assert "no agent took the fault within 0.5s" in nobody.stderr
+    # Withdrawn, so an agent started later does not apply a stale fault.
+    assert not list((idle / "sim-faults").glob("*.toml"))
+    assert list((idle / "sim-faults").glob("*.withdrawn"))
