@@ -8,6 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from gpulse.client import add_client_options
 from runtime import __version__, logs
 from runtime.configfile import ConfigError
 from runtime.lifecycle import run_service, run_until_signalled
@@ -117,9 +118,16 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
-    from gpulse.top import run
+    from gpulse.client import Client, ClientError
+    from gpulse.top import View, run
 
-    return run(args.url, interval=args.interval, once=args.once)
+    try:
+        client = Client.from_args(args)
+    except ClientError as exc:
+        print(f"gpulse top: {exc}", file=sys.stderr)
+        return 2
+    view = View(args.sort, args.host, args.model, args.job, args.health, args.page, args.hosts)
+    return run(client, view, interval=args.interval, once=args.once)
 
 
 def version_text() -> str:
@@ -156,10 +164,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--rules", type=Path, action="append", default=[], help="detection rule file (default: built-in)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("top", help="a live terminal view of the fleet, from a collector's HTTP API")
-    p.add_argument("--url", default="http://127.0.0.1:9410", help="the collector's HTTP address")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p = sub.add_parser(
+        "top",
+        help="a live terminal view of the fleet, from a collector's HTTP API",
+        description="Firing alerts first, then the GPUs (or hosts) that need a look, worst first, "
+        "one page at a time to fit the terminal.",
+        epilog="example: gpulse top --url http://collector-a:9410 --health unhealthy --model H100",
+    )
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     p.add_argument("--once", action="store_true", help="print one frame, without colour, and exit")
+    p.add_argument("--hosts", action="store_true", help="one line per host instead of one per GPU")
+    p.add_argument("--sort", choices=TOP_SORT_KEYS, default="health", help="order of the rows (default health)")
+    p.add_argument("--host", default="", metavar="PATTERN", help="only hosts matching (glob, or a substring)")
+    p.add_argument("--model", default="", metavar="PATTERN", help="only GPUs whose model matches (e.g. H100)")
+    p.add_argument("--job", default="", metavar="PATTERN", help="only GPUs running a matching job (e.g. 'slurm 1234')")
+    p.add_argument("--health", choices=TOP_HEALTH_FILTERS, default="", help="only GPUs of this health")
+    p.add_argument("--page", type=int, default=1, help="which page of rows to show (default 1)")
+    add_client_options(p)
     p.set_defaults(func=_cmd_top)
 
     p = sub.add_parser("pki", help="certificates for agents and collectors")
@@ -213,6 +234,9 @@ EXTERNAL_COMMANDS = {
     "backtest": "gpulse.trace_commands:add_commands",
     "silence": "gpulse.silences:add_parser",
 }
+# `gpulse top`'s choices, kept here so that building the parser does not import the view.
+TOP_SORT_KEYS = ("health", "host", "temp", "power", "util", "mem")
+TOP_HEALTH_FILTERS = ("ok", "warn", "fail", "lost", "unhealthy")
 BUILT_IN_COMMANDS = ("agent", "collector", "demo", "top", "pki", "check-config")
 
 
