@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,23 @@ def test_sim_fault_with_no_agent_behind_the_state_dir_fails_and_withdraws_it(tmp
     # Withdrawn, so an agent started later does not apply a stale fault.
     assert not list((idle / "sim-faults").glob("*.toml"))
     assert list((idle / "sim-faults").glob("*.withdrawn"))
+
+
+def test_demo_on_a_busy_port_prints_one_line_and_exits_non_zero(tmp: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gpulse.cli", "demo", "--http-port", str(port), "--state-dir", str(tmp / "demo")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode != 0
+    # One line: no grpc Server.__del__ traceback, no aiohttp "Unclosed client session".
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("gpulse demo: ") and "address already in use" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and "Unclosed" not in done.stdout + done.stderr
