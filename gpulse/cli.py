@@ -145,20 +145,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("agent", help="run the host agent")
-    p.add_argument("--config", type=Path, default=Path("/etc/gpulse/agent.toml"))
+    p = sub.add_parser(
+        "agent", help="run the host agent", epilog="example: gpulse agent --config /etc/gpulse/agent.toml"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/gpulse/agent.toml"),
+        help="config file (default /etc/gpulse/agent.toml)",
+    )
     p.set_defaults(func=_cmd_agent)
 
-    p = sub.add_parser("collector", help="run the collector")
-    p.add_argument("--config", type=Path, default=Path("/etc/gpulse/collector.toml"))
+    p = sub.add_parser(
+        "collector", help="run the collector", epilog="example: gpulse collector --config /etc/gpulse/collector.toml"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/gpulse/collector.toml"),
+        help="config file (default /etc/gpulse/collector.toml)",
+    )
     p.set_defaults(func=_cmd_collector)
 
-    p = sub.add_parser("demo", help="a collector and simulated agents on this machine, no config needed")
-    p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--http-port", type=int, default=9410)
+    p = sub.add_parser(
+        "demo",
+        help="a collector and simulated agents on this machine, no config needed",
+        epilog="example: gpulse demo --http-port 9500 --fault-after 30",
+    )
+    p.add_argument(
+        "--state-dir", type=Path, default=None, help="where the demo keeps its PKI and state (default ~/.local/state)"
+    )
+    p.add_argument("--http-port", type=int, default=9410, help="port for /metrics and the API (default 9410)")
     p.add_argument("--hosts", type=int, default=4, help="simulated hosts (up to 4)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning or error (default warning)")
     p.add_argument("--fault-after", type=float, default=60.0, help="inject a GPU fault after this long (0: never)")
     p.add_argument("--fault-duration", type=float, default=45.0, help="how long the injected fault lasts")
     p.add_argument("--rules", type=Path, action="append", default=[], help="detection rule file (default: built-in)")
@@ -185,13 +205,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("pki", help="certificates for agents and collectors")
     pki_sub = p.add_subparsers(dest="pki_command", required=True)
-    q = pki_sub.add_parser("init", help="create a CA in DIR")
-    q.add_argument("dir", type=Path)
-    q.add_argument("--name", default="gpulse CA")
-    q.add_argument("--days", type=int, default=3650)
+    q = pki_sub.add_parser("init", help="create a CA in DIR", epilog="example: gpulse pki init /etc/gpulse/pki")
+    q.add_argument("dir", type=Path, help="directory for ca.pem and ca-key.pem (created)")
+    q.add_argument("--name", default="gpulse CA", help="the CA's common name (default 'gpulse CA')")
+    q.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
     q.add_argument("--force", action="store_true", help="replace an existing CA")
-    q = pki_sub.add_parser("issue", help="issue an agent or collector certificate from the CA in DIR")
-    q.add_argument("dir", type=Path)
+    q = pki_sub.add_parser(
+        "issue",
+        help="issue an agent or collector certificate from the CA in DIR",
+        epilog="example: gpulse pki issue /etc/gpulse/pki --collector collector-1 --san collector-1.example.net",
+    )
+    q.add_argument("dir", type=Path, help="the CA directory made by `gpulse pki init`")
     who = q.add_mutually_exclusive_group(required=True)
     who.add_argument("--agent", metavar="HOST", help="client certificate for this host id")
     who.add_argument("--collector", metavar="NAME", help="server certificate for this collector")
@@ -200,8 +224,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="replace an existing certificate and key of that name")
     p.set_defaults(func=_cmd_pki)
 
-    q = pki_sub.add_parser("revoke", help="revoke a certificate: add it to DIR/crl.pem, signed by the CA")
-    q.add_argument("dir", type=Path)
+    q = pki_sub.add_parser(
+        "revoke",
+        help="revoke a certificate: add it to DIR/crl.pem, signed by the CA",
+        epilog="example: gpulse pki revoke /etc/gpulse/pki --agent gpu-node-017",
+    )
+    q.add_argument("dir", type=Path, help="the CA directory made by `gpulse pki init`")
     who = q.add_mutually_exclusive_group()
     who.add_argument("--agent", metavar="HOST", help="the agent certificate issued for this host id")
     who.add_argument("--collector", metavar="NAME", help="the collector certificate issued under this name")
@@ -213,9 +241,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "check-config",
         help="validate an agent or collector config (with the rule files it names) or a rule file; "
         "a config's kind is inferred when not given",
+        epilog="example: gpulse check-config /etc/gpulse/collector.toml\n"
+        "example: gpulse check-config rules /etc/gpulse/rules.d/site.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE")
-    p.add_argument("file", type=Path, nargs="?")
+    p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE", help="the kind (optional), then the file")
+    p.add_argument("file", type=Path, nargs="?", help="the file, when a kind is given first")
     p.set_defaults(func=_cmd_check_config)
 
     for registrar in _registrars(command):
