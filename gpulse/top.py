@@ -13,12 +13,12 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from gpulse.client import Client, ClientError, HttpStatusError
 
-__all__ = ["HEALTH_FILTERS", "SORT_KEYS", "Snapshot", "View", "fetch", "render", "run"]
+__all__ = ["HEALTH_FILTERS", "SORT_KEYS", "Snapshot", "View", "apply_key", "fetch", "layout", "render", "run"]
 
 _RESET, _BOLD, _DIM, _REVERSE = "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[7m"
 _COLOURS = {"ok": "\x1b[32m", "warn": "\x1b[33m", "fail": "\x1b[31m", "lost": "\x1b[31;1m", "down": "\x1b[31m"}
@@ -57,6 +57,26 @@ class View:
         if self.health:
             parts.append(f"health {self.health}")
         return ", ".join(parts)
+
+
+KEYS_HELP = "keys: n/p page, s sort, h hosts/GPUs, u unhealthy only, q quit"
+
+
+def apply_key(view: View, key: str) -> View | None:
+    """The view after a key press in the live screen; None to quit. Unknown keys change nothing."""
+    if key in ("q", "\x03"):
+        return None
+    if key in ("n", " "):
+        return replace(view, page=view.page + 1)
+    if key == "p":
+        return replace(view, page=max(1, view.page - 1))
+    if key == "s":
+        return replace(view, sort=SORT_KEYS[(SORT_KEYS.index(view.sort) + 1) % len(SORT_KEYS)], page=1)
+    if key == "h":
+        return replace(view, hosts=not view.hosts, page=1)
+    if key == "u":
+        return replace(view, health="" if view.health == "unhealthy" else "unhealthy", page=1)
+    return view
 
 
 def fetch(client: Client) -> Snapshot:
@@ -140,6 +160,19 @@ def render(
     Rows with firing alerts or bad health come first whatever the sort; ``height`` None shows every
     row (for scripts), otherwise the page fits the terminal and the last line says which page it is.
     """
+    return layout(snapshot, view, width=width, height=height, now=now, colour=colour)[0]
+
+
+def layout(
+    snapshot: Snapshot,
+    view: View = View(),
+    *,
+    width: int = 80,
+    height: int | None = None,
+    now: float | None = None,
+    colour: bool = False,
+) -> tuple[str, int]:
+    """``render``'s screen, and how many pages the rows take."""
     now = time.time() if now is None else now
 
     def paint(text: str, style: str) -> str:
@@ -199,7 +232,7 @@ def render(
     shown = f"{start + 1}-{min(start + room, len(rows))}" if rows else "0"
     footer = f"{what} {shown} of {len(rows)}, page {page}/{pages}; {view.describe()}"
     lines.append(paint(_fit(footer, width), _DIM))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", pages
 
 
 _GPU_HEADER = "HOST               GPU MODEL        UTIL  TEMP POWER    MEM HEALTH ALERTS"
@@ -347,35 +380,104 @@ def run(
     once: bool = False,
     out: TextIO | None = None,
     size: Callable[[], tuple[int, int | None]] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    keys: Callable[[float], str] | None = None,
 ) -> int:
-    """Poll and redraw until interrupted; with ``once``, print a single plain frame. Returns an exit code.
+    """Poll and redraw until interrupted or ``q``; with ``once``, print a single plain frame. Returns an exit code.
 
     ``size`` gives (columns, lines); by default the terminal's, or for piped output COLUMNS/LINES
-    when set and otherwise every column and every row.
+    when set and otherwise every column and every row. ``keys(timeout)`` waits up to ``timeout``
+    for a key press and returns it ("" for none); by default the terminal's keyboard when there is one.
     """
     out = sys.stdout if out is None else out
     tty = out.isatty()
     size = size or (lambda: _terminal_size(tty))
     colour = not once and tty
+    if once:
+        return 0 if _frame(client, view, size, colour, out, once=True, interval=interval) else 1
+    with _Keyboard() if keys is None and tty and sys.stdin.isatty() else _NoKeyboard() as keyboard:
+        read = keys or keyboard.read
+        current: View | None = view
+        try:
+            while current is not None:
+                pages = _frame(client, current, size, colour, out, once=False, interval=interval)
+                current = replace(current, page=min(current.page, pages))  # `n` on the last page stays there
+                deadline = time.monotonic() + interval
+                while current is not None and (left := deadline - time.monotonic()) > 0:
+                    key = read(left)
+                    if key:
+                        current = apply_key(current, key)
+                        break  # redraw at once with the new view
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _frame(
+    client: Client,
+    view: View,
+    size: Callable[[], tuple[int, int | None]],
+    colour: bool,
+    out: TextIO,
+    *,
+    once: bool,
+    interval: float,
+) -> int:
+    """Draw one frame; returns its page count (0: the collector could not be read)."""
+    columns, lines = size()
     try:
-        while True:
-            try:
-                columns, lines = size()
-                screen = render(fetch(client), view, width=columns, height=lines, colour=colour)
-            except ClientError as exc:
-                if once:
-                    print(f"gpulse top: {exc}", file=sys.stderr)
-                    return 1
-                screen = f"gpulse top: {exc} (retrying every {interval:g}s)\n"
-            if once:
-                out.write(screen)
-                return 0
-            out.write("\x1b[H\x1b[2J" + screen)
-            out.flush()
-            sleep(interval)
-    except KeyboardInterrupt:
-        return 0
+        # The live screen keeps its last line for the keys.
+        height = None if lines is None else (lines if once else lines - 1)
+        screen, pages = layout(fetch(client), view, width=columns, height=height, colour=colour)
+    except ClientError as exc:
+        if once:
+            print(f"gpulse top: {exc}", file=sys.stderr)
+            return 0
+        screen, pages = f"gpulse top: {exc} (retrying every {interval:g}s)\n", view.page
+    if once:
+        out.write(screen)
+        return pages
+    out.write("\x1b[H\x1b[2J" + screen + KEYS_HELP[:columns])
+    out.flush()
+    return pages
+
+
+class _NoKeyboard:
+    """Stands in for the keyboard when stdin is not a terminal: waits, and no key comes."""
+
+    def __enter__(self) -> _NoKeyboard:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def read(self, timeout: float) -> str:
+        time.sleep(timeout)
+        return ""
+
+
+class _Keyboard(_NoKeyboard):
+    """The terminal in cbreak mode (keys arrive without Enter), restored on exit."""
+
+    def __enter__(self) -> _Keyboard:
+        import termios
+        import tty
+
+        self._fd = sys.stdin.fileno()
+        self._saved = termios.tcgetattr(self._fd)
+        tty.setcbreak(self._fd)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import termios
+
+        termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+
+    def read(self, timeout: float) -> str:
+        import os
+        import select
+
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        return os.read(self._fd, 1).decode(errors="replace") if ready else ""
 
 
 def _terminal_size(tty: bool) -> tuple[int, int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -14,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gpulse.client import Client
+from gpulse.top import run
 from tests.api_server import serve
 from tests.kit import ROOT, Pki, Service, http_get, metric_value, start_agent, start_collector, wait_for
 
@@ -150,3 +153,37 @@ def test_top_at_fleet_scale_fits_80_by_24_with_the_trouble_on_top() -> None:
         # slurm 1080 runs on hosts 320-323; of those the odd ones are H100; GPU 5 on 321 is not ok.
         assert {ln.split()[0] for ln in only_rows} == {"gpu-node-0321", "gpu-node-0323"}
         assert len(only_rows) == 15 and "of 15" in only[-1]
+
+
+def test_live_top_pages_with_keys_and_quits(tmp: Path) -> None:
+    fleet = fleet_of(50, 8)
+
+    async def fleet_handler(_: web.Request) -> web.Response:
+        return web.json_response(fleet)
+
+    async def alerts_handler(_: web.Request) -> web.Response:
+        return web.json_response({"alerts": []})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/fleet", fleet_handler)
+    app.router.add_get("/api/v1/alerts", alerts_handler)
+    pressed = iter(["n", "n", "p", "h", "n", "n", "n", "q"])
+    out = io.StringIO()
+    with serve(app) as url:
+        code = run(Client.checked(url), interval=30.0, out=out, size=lambda: (80, 24), keys=lambda _: next(pressed))
+    assert code == 0
+    frames = [f for f in out.getvalue().split("\x1b[H\x1b[2J") if f]
+    footers = [f.splitlines()[-2] for f in frames]  # the last line is the keys' help
+    assert [ft.split(";")[0].split(", ")[-1] for ft in footers] == [
+        "page 1/22",
+        "page 2/22",
+        "page 3/22",
+        "page 2/22",
+        "page 1/3",
+        "page 2/3",
+        "page 3/3",
+        "page 3/3",  # `n` on the last page stays there
+    ], footers
+    assert footers[4].startswith("hosts 1-")
+    assert all(len(f.splitlines()) <= 24 and all(len(ln) <= 80 for ln in f.splitlines()) for f in frames)
+    assert frames[0].splitlines()[-1].startswith("keys: n/p page")

@@ -6,7 +6,7 @@ import io
 
 from gpulse import cli
 from gpulse.client import Client
-from gpulse.top import HEALTH_FILTERS, SORT_KEYS, Snapshot, View, render, run
+from gpulse.top import HEALTH_FILTERS, SORT_KEYS, Snapshot, View, apply_key, render, run
 
 NOW = 1_800_000_000.0
 
@@ -156,3 +156,14 @@ def test_once_against_an_unreachable_collector_fails_cleanly() -> None:
     out = io.StringIO()
     assert run(Client.checked("http://127.0.0.1:9"), once=True, out=out) == 1
     assert out.getvalue() == ""
+
+
+def test_keys_page_sort_switch_mode_and_quit() -> None:
+    view = View()
+    assert apply_key(view, "q") is None
+    assert apply_key(view, "n") == View(page=2)
+    assert apply_key(View(page=2), "p") == View(page=1) and apply_key(view, "p") == view
+    assert apply_key(View(page=3), "s") == View(sort=SORT_KEYS[1])
+    assert apply_key(View(page=3), "h") == View(hosts=True)
+    assert apply_key(view, "u") == View(health="unhealthy") and apply_key(View(health="unhealthy"), "u") == view
+    assert apply_key(view, "x") == view
