@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.kit import ROOT, Pki, Service, start_agent, start_collector, wait_for
+from tests.kit import ROOT, Pki, Service, collector_config, start_agent, start_collector, wait_for
 
 
 def sim_fault(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,4 +70,22 @@ def test_demo_on_a_busy_port_prints_one_line_and_exits_non_zero(tmp: Path) -> No
     # One line: no grpc Server.__del__ traceback, no aiohttp "Unclosed client session".
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("gpulse demo: ") and "address already in use" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and "Unclosed" not in done.stdout + done.stderr
+
+
+def test_collector_on_a_busy_http_port_exits_with_one_line(tmp: Path, test_pki: Pki) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config, _, _ = collector_config(tmp, test_pki, http_port=busy.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "gpulse.cli", "collector", "--config", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and "address already in use" in done.stderr, done.stderr
     assert "Traceback" not in done.stdout + done.stderr and "Unclosed" not in done.stdout + done.stderr
