@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,11 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         started.append(runner.cleanup)
         host, _, port = config.http_listen.rpartition(":")
         site = web.TCPSite(runner, host.strip("[]"), int(port))
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise OSError(f"cannot listen for HTTP on {config.http_listen}: {reason}") from None
     except BaseException:
         for stop in reversed(started):
             await stop()

@@ -69,7 +69,8 @@ def test_demo_on_a_busy_port_prints_one_line_and_exits_non_zero(tmp: Path) -> No
     assert done.returncode != 0
     # One line: no grpc Server.__del__ traceback, no aiohttp "Unclosed client session".
     assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("gpulse demo: ") and "address already in use" in done.stderr
+    assert done.stderr.startswith(f"gpulse demo: cannot listen for HTTP on 127.0.0.1:{port}: ")
+    assert "ddress already in use" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr and "Unclosed" not in done.stdout + done.stderr
 
 
@@ -87,5 +88,6 @@ def test_collector_on_a_busy_http_port_exits_with_one_line(tmp: Path, test_pki: 
             check=False,
         )
     assert done.returncode != 0
-    assert done.stderr.count("\n") == 1 and "address already in use" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "cannot listen for HTTP" in done.stderr, done.stderr
+    assert "ddress already in use" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr and "Unclosed" not in done.stdout + done.stderr
