@@ -61,6 +61,27 @@ def test_top_shows_the_fleet_from_the_collectors_api(tmp: Path, test_pki: Pki, s
     assert "\x1b[" not in result.stdout
     # The GPU with the alert comes first.
     assert gpu_lines[0].split()[1] == "1" and "GpuLost" in gpu_lines[0]
+    # The fleet API names each GPU's jobs (the sim runs Slurm jobs), and top filters on them.
+    fleet = wait_for(
+        lambda: (
+            (f := json.loads(http_get(collector.url("/api/v1/fleet"))))
+            and all(g["jobs"] for g in f["hosts"][0]["gpus"])
+            and f
+        ),
+        what="jobs in the fleet API",
+    )
+    job = fleet["hosts"][0]["gpus"][0]["jobs"][0]
+    assert re.fullmatch(r"slurm \d+", job)
+    for pattern, count in (("slurm", 2), ("no-such-job", 0)):
+        only = subprocess.run(
+            [sys.executable, "-m", "gpulse.cli", "top", "--once", "--url", collector.url(""), "--job", pattern],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert only.returncode == 0, only.stderr
+        assert f"GPUs {'1-2' if count else '0'} of {count}" in only.stdout.splitlines()[-1], only.stdout
 
 
 def fleet_of(hosts: int, gpus: int) -> dict[str, Any]:
