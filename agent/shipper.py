@@ -200,7 +200,8 @@ class Shipper:
         self.stats.connects += 1
         self.stats.connected_to = target
         self.connected.set()
-        if self.stats.last_error:
+        # The first connection is logged too: an operator starting an agent wants to see it reach a collector.
+        if self.stats.last_error or self.stats.connects == 1:
             log.info("collector stream open", target=target, boot_id=boot_id, resume_after=acked)
             self.stats.last_error = ""
         ack_seen = asyncio.Event()

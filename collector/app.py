@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,24 +89,40 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     if grpc_port == 0:
         raise OSError(f"cannot listen for gRPC on {config.listen}")
     await server.start()
-    if remote_writer is not None:
-        remote_writer.start()
-    exposition = FleetExposition(
-        store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
-    )
-    app = build_app(store, exposition, metrics)
-    alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
-    await alerting.start()
-    # Detection reads the store each tick and hears of hard-fault events the moment they are applied.
-    detection = DetectionService(store, alerting, config.detect, metrics.registry)
-    service.observers.append(detection.engine)
-    detection.start()
-    app.add_routes(alerting_routes(alerting))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, _, port = config.http_listen.rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
+    # A start-up that fails part way (a busy HTTP port) stops what it had started, so the process
+    # exits with its one error line: no listener, task or client session left for the GC to moan about.
+    started: list[Callable[[], Awaitable[object]]] = [lambda: server.stop(0)]
+    try:
+        if remote_writer is not None:
+            remote_writer.start()
+            started.append(remote_writer.shutdown)
+        exposition = FleetExposition(
+            store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
+        )
+        app = build_app(store, exposition, metrics)
+        alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
+        await alerting.start()
+        started.append(alerting.shutdown)
+        # Detection reads the store each tick and hears of hard-fault events the moment they are applied.
+        detection = DetectionService(store, alerting, config.detect, metrics.registry)
+        service.observers.append(detection.engine)
+        detection.start()
+        started.append(detection.shutdown)
+        app.add_routes(alerting_routes(alerting))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        started.append(runner.cleanup)
+        host, _, port = config.http_listen.rpartition(":")
+        site = web.TCPSite(runner, host.strip("[]"), int(port))
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise OSError(f"cannot listen for HTTP on {config.http_listen}: {reason}") from None
+    except BaseException:
+        for stop in reversed(started):
+            await stop()
+        raise
     http_port = runner.addresses[0][1]
     log.info(
         "collector listening",

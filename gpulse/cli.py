@@ -8,6 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from gpulse.client import add_client_options
 from runtime import __version__, logs
 from runtime.configfile import ConfigError
 from runtime.lifecycle import run_service, run_until_signalled
@@ -73,6 +74,10 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         print(f"CA certificate: {issued.cert}\nCA key:         {issued.key} (mode 0600)")
         return 0
     role, name = ("agent", args.agent) if args.agent else ("collector", args.collector)
+    existing = pki.issued_paths(args.dir, role=role, name=pki.check_name(name, role)).key
+    if existing.exists() and not args.force:
+        print(f"gpulse pki issue: {existing} already exists; refusing to replace it (use --force)", file=sys.stderr)
+        return 2
     issued = pki.issue(args.dir, role=role, name=name, sans=args.san, days=args.days)
     print(f"{role} certificate: {issued.cert}\n{role} key:         {issued.key} (mode 0600)")
     return 0
@@ -113,60 +118,118 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
-    from gpulse.top import run
+    from gpulse.client import Client, ClientError
+    from gpulse.top import View, run
 
-    return run(args.url, interval=args.interval, once=args.once)
+    try:
+        client = Client.from_args(args)
+    except ClientError as exc:
+        print(f"gpulse top: {exc}", file=sys.stderr)
+        return 2
+    view = View(args.sort, args.host, args.model, args.job, args.health, args.page, args.hosts)
+    return run(client, view, interval=args.interval, once=args.once)
+
+
+def version_text() -> str:
+    """``gpulse 0.1.0 (wire protocol 1)``: what an agent and a collector must agree on is the protocol."""
+    from protos.codec import PROTOCOL_VERSION
+
+    return f"gpulse {__version__} (wire protocol {PROTOCOL_VERSION})"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `gpulse` parser; with ``command``, only that command's module is loaded among the external ones."""
     parser = argparse.ArgumentParser(prog="gpulse", description="GPU fleet telemetry and health monitoring.")
-    parser.add_argument("--version", action="version", version=f"gpulse {__version__}")
+    parser.add_argument(
+        "-V", "--version", action="version", version=version_text(), help="print the gpulse and wire-protocol versions"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("agent", help="run the host agent")
-    p.add_argument("--config", type=Path, default=Path("/etc/gpulse/agent.toml"))
+    p = sub.add_parser(
+        "agent", help="run the host agent", epilog="example: gpulse agent --config /etc/gpulse/agent.toml"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/gpulse/agent.toml"),
+        help="config file (default /etc/gpulse/agent.toml)",
+    )
     p.set_defaults(func=_cmd_agent)
 
-    p = sub.add_parser("collector", help="run the collector")
-    p.add_argument("--config", type=Path, default=Path("/etc/gpulse/collector.toml"))
+    p = sub.add_parser(
+        "collector", help="run the collector", epilog="example: gpulse collector --config /etc/gpulse/collector.toml"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/gpulse/collector.toml"),
+        help="config file (default /etc/gpulse/collector.toml)",
+    )
     p.set_defaults(func=_cmd_collector)
 
-    p = sub.add_parser("demo", help="a collector and simulated agents on this machine, no config needed")
-    p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--http-port", type=int, default=9410)
+    p = sub.add_parser(
+        "demo",
+        help="a collector and simulated agents on this machine, no config needed",
+        epilog="example: gpulse demo --http-port 9500 --fault-after 30",
+    )
+    p.add_argument(
+        "--state-dir", type=Path, default=None, help="where the demo keeps its PKI and state (default ~/.local/state)"
+    )
+    p.add_argument("--http-port", type=int, default=9410, help="port for /metrics and the API (default 9410)")
     p.add_argument("--hosts", type=int, default=4, help="simulated hosts (up to 4)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning or error (default warning)")
     p.add_argument("--fault-after", type=float, default=60.0, help="inject a GPU fault after this long (0: never)")
     p.add_argument("--fault-duration", type=float, default=45.0, help="how long the injected fault lasts")
     p.add_argument("--rules", type=Path, action="append", default=[], help="detection rule file (default: built-in)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("top", help="a live terminal view of the fleet, from a collector's HTTP API")
-    p.add_argument("--url", default="http://127.0.0.1:9410", help="the collector's HTTP address")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p = sub.add_parser(
+        "top",
+        help="a live terminal view of the fleet, from a collector's HTTP API",
+        description="Firing alerts first, then the GPUs (or hosts) that need a look, worst first, "
+        "one page at a time to fit the terminal.",
+        epilog="example: gpulse top --url http://collector-a:9410 --health unhealthy --model H100",
+    )
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     p.add_argument("--once", action="store_true", help="print one frame, without colour, and exit")
+    p.add_argument("--hosts", action="store_true", help="one line per host instead of one per GPU")
+    p.add_argument("--sort", choices=TOP_SORT_KEYS, default="health", help="order of the rows (default health)")
+    p.add_argument("--host", default="", metavar="PATTERN", help="only hosts matching (glob, or a substring)")
+    p.add_argument("--model", default="", metavar="PATTERN", help="only GPUs whose model matches (e.g. H100)")
+    p.add_argument("--job", default="", metavar="PATTERN", help="only GPUs running a matching job (e.g. 'slurm 1234')")
+    p.add_argument("--health", choices=TOP_HEALTH_FILTERS, default="", help="only GPUs of this health")
+    p.add_argument("--page", type=int, default=1, help="which page of rows to show (default 1)")
+    add_client_options(p)
     p.set_defaults(func=_cmd_top)
 
     p = sub.add_parser("pki", help="certificates for agents and collectors")
     pki_sub = p.add_subparsers(dest="pki_command", required=True)
-    q = pki_sub.add_parser("init", help="create a CA in DIR")
-    q.add_argument("dir", type=Path)
-    q.add_argument("--name", default="gpulse CA")
-    q.add_argument("--days", type=int, default=3650)
+    q = pki_sub.add_parser("init", help="create a CA in DIR", epilog="example: gpulse pki init /etc/gpulse/pki")
+    q.add_argument("dir", type=Path, help="directory for ca.pem and ca-key.pem (created)")
+    q.add_argument("--name", default="gpulse CA", help="the CA's common name (default 'gpulse CA')")
+    q.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
     q.add_argument("--force", action="store_true", help="replace an existing CA")
-    q = pki_sub.add_parser("issue", help="issue an agent or collector certificate from the CA in DIR")
-    q.add_argument("dir", type=Path)
+    q = pki_sub.add_parser(
+        "issue",
+        help="issue an agent or collector certificate from the CA in DIR",
+        epilog="example: gpulse pki issue /etc/gpulse/pki --collector collector-1 --san collector-1.example.net",
+    )
+    q.add_argument("dir", type=Path, help="the CA directory made by `gpulse pki init`")
     who = q.add_mutually_exclusive_group(required=True)
     who.add_argument("--agent", metavar="HOST", help="client certificate for this host id")
     who.add_argument("--collector", metavar="NAME", help="server certificate for this collector")
     q.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
-    q.add_argument("--days", type=int, default=365)
+    q.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    q.add_argument("--force", action="store_true", help="replace an existing certificate and key of that name")
     p.set_defaults(func=_cmd_pki)
 
-    q = pki_sub.add_parser("revoke", help="revoke a certificate: add it to DIR/crl.pem, signed by the CA")
-    q.add_argument("dir", type=Path)
+    q = pki_sub.add_parser(
+        "revoke",
+        help="revoke a certificate: add it to DIR/crl.pem, signed by the CA",
+        epilog="example: gpulse pki revoke /etc/gpulse/pki --agent gpu-node-017",
+    )
+    q.add_argument("dir", type=Path, help="the CA directory made by `gpulse pki init`")
     who = q.add_mutually_exclusive_group()
     who.add_argument("--agent", metavar="HOST", help="the agent certificate issued for this host id")
     who.add_argument("--collector", metavar="NAME", help="the collector certificate issued under this name")
@@ -178,9 +241,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "check-config",
         help="validate an agent or collector config (with the rule files it names) or a rule file; "
         "a config's kind is inferred when not given",
+        epilog="example: gpulse check-config /etc/gpulse/collector.toml\n"
+        "example: gpulse check-config rules /etc/gpulse/rules.d/site.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE")
-    p.add_argument("file", type=Path, nargs="?")
+    p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE", help="the kind (optional), then the file")
+    p.add_argument("file", type=Path, nargs="?", help="the file, when a kind is given first")
     p.set_defaults(func=_cmd_check_config)
 
     for registrar in _registrars(command):
@@ -199,6 +265,9 @@ EXTERNAL_COMMANDS = {
     "backtest": "gpulse.trace_commands:add_commands",
     "silence": "gpulse.silences:add_parser",
 }
+# `gpulse top`'s choices, kept here so that building the parser does not import the view.
+TOP_SORT_KEYS = ("health", "host", "temp", "power", "util", "mem")
+TOP_HEALTH_FILTERS = ("ok", "warn", "fail", "lost", "unhealthy")
 BUILT_IN_COMMANDS = ("agent", "collector", "demo", "top", "pki", "check-config")
 
 

@@ -191,7 +191,11 @@ def run_smoke(
 
 def add_parser(sub: Any) -> None:
     """Register `gpulse gpu-smoke`."""
-    p = sub.add_parser("gpu-smoke", help="compare what the nvml source reads with nvidia-smi on this machine")
+    p = sub.add_parser(
+        "gpu-smoke",
+        help="compare what the nvml source reads with nvidia-smi on this machine",
+        epilog="example: gpulse gpu-smoke --nvidia-smi /usr/bin/nvidia-smi",
+    )
     p.add_argument("--nvidia-smi", default="nvidia-smi", help="the nvidia-smi to compare with")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds nvidia-smi may take")
     p.set_defaults(func=_cmd_gpu_smoke)

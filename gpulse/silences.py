@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import re
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:9410"
+from gpulse.client import Client, ClientError, add_client_options
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -24,39 +24,16 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-class ApiError(Exception):
-    """The collector refused the request; the message is its reason."""
-
-
-def _call(url: str, method: str = "GET", body: Any = None, timeout: float = 10.0) -> Any:
-    # Imported here, not at the top: urllib.request pulls in ssl, and every `gpulse` process (the
-    # agent included) builds this command's parser.
-    import urllib.error
-    import urllib.request
-
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("error", exc.reason)
-        except (json.JSONDecodeError, AttributeError):
-            reason = exc.reason
-        raise ApiError(f"{method} {url}: {exc.code} {reason}") from None
-
-
 def _when(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    base = args.url.rstrip("/")
     try:
+        client = Client.from_args(args)
         if args.silence_command == "add":
-            silence = _call(
-                f"{base}/api/v1/silences",
+            silence = client.request(
+                "/api/v1/silences",
                 "POST",
                 {
                     "matchers": args.matchers,
@@ -68,10 +45,10 @@ def _cmd(args: argparse.Namespace) -> int:
             print(silence["id"])
             return 0
         if args.silence_command == "expire":
-            _call(f"{base}/api/v1/silences/{args.id}", "DELETE")
+            client.request(f"/api/v1/silences/{args.id}", "DELETE")
             print(f"expired {args.id}")
             return 0
-        silences = _call(f"{base}/api/v1/silences")["silences"]
+        silences = client.request("/api/v1/silences")["silences"]
         now = time.time()
         shown = [s for s in silences if args.all or s["ends_at"] > now]
         print(f"{'ID':32}  {'ENDS':20}  {'BY':12}  MATCHERS  COMMENT")
@@ -82,23 +59,35 @@ def _cmd(args: argparse.Namespace) -> int:
                 f"{','.join(s['matchers'])}  {s['comment']}{state}"
             )
         return 0
-    except ApiError as exc:
+    except ClientError as exc:
         print(f"gpulse silence: {exc}", file=sys.stderr)
         return 2
 
 
 def add_parser(sub: Any) -> None:
     """Register ``silence`` on the `gpulse` command's subparsers."""
-    p = sub.add_parser("silence", help="add, list or expire alert silences on a collector")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the collector's HTTP address (default {DEFAULT_URL})")
+    p = sub.add_parser(
+        "silence",
+        help="add, list or expire alert silences on a collector",
+        epilog="example: gpulse silence add host=node-1 --duration 2h --comment 'replacing PSU'",
+    )
     s = p.add_subparsers(dest="silence_command", required=True)
-    q = s.add_parser("add", help="silence alerts matching all the given matchers")
+    q = s.add_parser(
+        "add",
+        help="silence alerts matching all the given matchers",
+        epilog="example: gpulse silence add host=node-1 alertname=~Gpu.* --duration 2h --comment 'replacing PSU'",
+    )
     q.add_argument("matchers", nargs="+", metavar="MATCHER", help="label matchers: host=node-1, alertname=~Gpu.*")
     q.add_argument("--duration", type=parse_duration, default=parse_duration("2h"), help="how long (default 2h)")
     q.add_argument("--author", default=getpass.getuser(), help="who is silencing (default: you)")
     q.add_argument("--comment", required=True, help="why")
-    q = s.add_parser("list", help="list active and pending silences")
+    add_client_options(q)
+    q = s.add_parser(
+        "list", help="list active and pending silences", epilog="example: gpulse silence list --url http://c1:9410"
+    )
     q.add_argument("--all", action="store_true", help="include expired ones")
-    q = s.add_parser("expire", help="end a silence now")
-    q.add_argument("id")
+    add_client_options(q)
+    q = s.add_parser("expire", help="end a silence now", epilog="example: gpulse silence expire 3f2a9c...")
+    q.add_argument("id", help="the silence's id, as `gpulse silence add` printed it")
+    add_client_options(q)
     p.set_defaults(func=_cmd)

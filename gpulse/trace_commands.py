@@ -63,13 +63,20 @@ def add_commands(sub: Any) -> None:
     """Register the trace subcommands on the `gpulse` parser's subparsers."""
     from agent.sources.sim import PROFILES, LoadPattern
 
-    p = sub.add_parser("record", help="run simulated hosts faster than real time and write a trace (JSONL)")
-    p.add_argument("out", type=Path)
-    p.add_argument("--hosts", type=int, default=2)
-    p.add_argument("--gpus", type=int, default=8)
-    p.add_argument("--profile", choices=tuple(PROFILES), default="H100")
-    p.add_argument("--pattern", choices=[x.value for x in LoadPattern], default="training")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "record",
+        help="run simulated hosts faster than real time and write a trace (JSONL)",
+        epilog="example: gpulse record trace.jsonl --hosts 4 --duration 300 "
+        "--fault kind=straggler,host=0,gpu=3,at=120,severity=0.5",
+    )
+    p.add_argument("out", type=Path, help="the trace file to write (docs/trace-format.md)")
+    p.add_argument("--hosts", type=int, default=2, help="simulated hosts (default 2)")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs per host (default 8)")
+    p.add_argument("--profile", choices=tuple(PROFILES), default="H100", help="GPU model to simulate (default H100)")
+    p.add_argument(
+        "--pattern", choices=[x.value for x in LoadPattern], default="training", help="load pattern (default training)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed records the same trace")
     p.add_argument("--duration", type=float, default=600.0, help="simulated seconds")
     p.add_argument("--interval", type=float, default=1.0, help="simulated seconds between samples")
     p.add_argument("--start", type=float, default=1_700_000_000.0, help="Unix time of the first sample")
@@ -82,8 +89,12 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_record)
 
-    p = sub.add_parser("backtest", help="run detection over a trace offline and print the alerts with their times")
-    p.add_argument("trace", type=Path)
+    p = sub.add_parser(
+        "backtest",
+        help="run detection over a trace offline and print the alerts with their times",
+        epilog="example: gpulse backtest trace.jsonl --rules site-rules.toml",
+    )
+    p.add_argument("trace", type=Path, help="a trace written by `gpulse record` or an agent (JSONL)")
     p.add_argument(
         "--rules", type=Path, action="append", default=[], help="rule file (repeatable; default: the built-in pack)"
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +104,55 @@ def _toml(value: Any) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register `gpulse sim-fault`."""
-    p = sub.add_parser("sim-fault", help="inject a fault into a running agent's simulated GPUs, now")
+    p = sub.add_parser(
+        "sim-fault",
+        help="inject a fault into a running agent's simulated GPUs, now",
+        epilog="example: gpulse sim-fault xid --xid 79 --gpu 3 --state-dir /var/lib/gpulse/agent",
+    )
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/gpulse/agent"), help="the agent's state_dir")
-    p.add_argument("kind", choices=[k.value for k in FaultKind])
-    p.add_argument("--gpu", type=int, default=0)
+    p.add_argument("kind", choices=[k.value for k in FaultKind], help="the fault to inject")
+    p.add_argument("--gpu", type=int, default=0, help="index of the GPU to break (default 0)")
     p.add_argument("--xid", type=int, default=None, help="the XID code, for kind xid")
     p.add_argument("--count", type=int, default=None, help="occurrences, for kind xid (a storm)")
     p.add_argument("--severity", type=float, default=None, help="0..1, for the gray faults")
     p.add_argument("--duration", type=float, default=None, help="seconds; 0 or absent: until the agent restarts")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the agent to take the fault before giving up (default 10)",
+    )
     p.set_defaults(func=_cmd_sim_fault)
 
 
+def wait_taken(path: Path, timeout: float, sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """Wait for the agent to take the fault file at ``path``.
+
+    Returns None once applied, the agent's reason once rejected; raises TimeoutError when nobody took
+    it, after withdrawing it so that an agent started later does not apply a stale fault.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if path.with_suffix(".applied").exists():
+            return None
+        if path.with_suffix(".rejected").exists():
+            try:
+                return path.with_suffix(".error").read_text().strip()
+            except FileNotFoundError:
+                return "rejected"
+        if time.monotonic() >= deadline:
+            try:
+                path.replace(path.with_suffix(".withdrawn"))
+            except FileNotFoundError:
+                continue  # taken just now: the next pass reads the outcome
+            raise TimeoutError
+        sleep(0.1)
+
+
 def _cmd_sim_fault(args: argparse.Namespace) -> int:
+    if not args.state_dir.is_dir():
+        print(f"gpulse sim-fault: {args.state_dir}: no such directory; give the agent's state_dir", file=sys.stderr)
+        return 1
     inbox = args.state_dir / INBOX_DIR
     fields = {
         "kind": args.kind,
@@ -124,5 +163,17 @@ def _cmd_sim_fault(args: argparse.Namespace) -> int:
         "duration": args.duration,
     }
     path = write_fault(inbox, fields)
-    print(f"{path}: the agent applies it on its next tick (renamed .applied, or .rejected with a .error)")
+    try:
+        reason = wait_taken(path, args.wait)
+    except TimeoutError:
+        print(
+            f"gpulse sim-fault: no agent took the fault within {args.wait:g}s; is an agent with "
+            f'gpu source "sim" running with state_dir {args.state_dir}? (fault withdrawn)',
+            file=sys.stderr,
+        )
+        return 1
+    if reason is not None:
+        print(f"gpulse sim-fault: the agent rejected the fault: {reason}", file=sys.stderr)
+        return 2
+    print(f"{path.with_suffix('.applied')}: applied by the agent")
     return 0

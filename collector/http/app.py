@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.exporters.exposition import FleetExposition
 from collector.selfmetrics import CollectorMetrics
-from collector.store import HEALTH_NAMES, FleetStore
+from collector.store import HEALTH_NAMES, FleetStore, HostRecord
 from protos.fields import CATALOG
 
 
@@ -30,6 +30,7 @@ def fleet_summary(store: FleetStore) -> dict[str, Any]:
                     "model": meta.model,
                     "health": HEALTH_NAMES[int(store.gpu_health[meta.row])],
                     "lost": bool(store.gpu_lost[meta.row]),
+                    "jobs": _jobs(record, meta.index),
                     **{name: _num(row[col]) for name, col in cols.items()},
                 }
             )
@@ -44,6 +45,12 @@ def fleet_summary(store: FleetStore) -> dict[str, Any]:
             }
         )
     return {"hosts": hosts}
+
+
+def _jobs(record: HostRecord, gpu_index: int) -> list[str]:
+    """The jobs on a GPU as ``"slurm 1234"`` (kind and id), for `gpulse top --job`; [] when none is known."""
+    found = (p.workload for p in record.workloads.get(gpu_index, []))
+    return sorted({f"{w.kind or 'job'} {w.id}" for w in found if w.id})
 
 
 def _num(value: float) -> float | None:

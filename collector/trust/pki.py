@@ -188,11 +188,17 @@ def issue(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    folder = directory / ("agents" if role == "agent" else "collectors")
-    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    paths = issued_paths(directory, role=role, name=name)
+    cert_path, key_path = paths.cert, paths.key
     _write_private(key_path, _key_pem(key))
     _write_public(cert_path, _cert_pem(cert))
     return Issued(cert_path, key_path)
+
+
+def issued_paths(directory: Path, *, role: str, name: str) -> Issued:
+    """Where ``issue`` writes the certificate and key for ``name``: ``agents/`` or ``collectors/`` in the CA dir."""
+    folder = directory / ("agents" if role == "agent" else "collectors")
+    return Issued(folder / f"{name}.pem", folder / f"{name}-key.pem")
 
 
 CRL = "crl.pem"

@@ -158,9 +158,9 @@ def test_silence_through_the_command_line(
     url = collector.url("")
     added = gpulse(
         "silence",
+        "add",
         "--url",
         url,
-        "add",
         "host=node-s",
         "alertname=~Gpu.*",
         "--duration",
@@ -172,7 +172,7 @@ def test_silence_through_the_command_line(
     )
     assert added.returncode == 0, added.stderr
     silence_id = added.stdout.strip()
-    listed = gpulse("silence", "--url", url, "list")
+    listed = gpulse("silence", "list", "--url", url)
     assert silence_id in listed.stdout and "ana" in listed.stdout and "swapping the GPU" in listed.stdout
     silenced, other = alert_labels("GpuHot", "node-s", "0"), alert_labels("GpuHot", "node-t", "0")
     push_alerts(collector, silenced, other)
@@ -183,10 +183,10 @@ def test_silence_through_the_command_line(
         a for a in json.loads(http_get(collector.url("/api/v1/alerts")))["alerts"] if a["labels"]["host"] == "node-s"
     ]
     assert shown["silenced_by"] == silence_id
-    expired = gpulse("silence", "--url", url, "expire", silence_id)
+    expired = gpulse("silence", "expire", silence_id, "--url", url)
     assert expired.returncode == 0, expired.stderr
     wait_for(lambda: pagerduty.triggers(fingerprint(silenced)), what="the page once the silence expired")
-    bad = gpulse("silence", "--url", url, "add", "host", "--comment", "x")
+    bad = gpulse("silence", "add", "host", "--comment", "x", "--url", url)
     assert bad.returncode == 2 and "no operator" in bad.stderr
 
 

@@ -60,3 +60,14 @@ def test_parser_built_for_a_command_still_parses_it() -> None:
     args = build_parser("agent").parse_args(["agent", "--config", "/tmp/agent.toml"])
     assert args.command == "agent"
     assert str(args.config) == "/tmp/agent.toml"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_names_the_package_and_the_wire_protocol(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from protos.codec import PROTOCOL_VERSION
+    from runtime import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main([flag])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gpulse {__version__} (wire protocol {PROTOCOL_VERSION})"

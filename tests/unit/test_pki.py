@@ -57,3 +57,18 @@ def test_cli_init_and_issue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (tmp_path / "collectors" / "col-key.pem").exists()
     assert main(["pki", "init", str(tmp_path)]) == 2
     assert "refusing to replace an existing CA" in capsys.readouterr().err
+
+
+def test_issue_refuses_to_replace_an_existing_key_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pki", "init", str(tmp_path)]) == 0
+    assert main(["pki", "issue", str(tmp_path), "--agent", "node-1"]) == 0
+    key = tmp_path / "agents" / "node-1-key.pem"
+    first = key.read_bytes()
+    capsys.readouterr()
+    assert main(["pki", "issue", str(tmp_path), "--agent", "node-1"]) == 2
+    assert f"{key} already exists" in capsys.readouterr().err
+    assert key.read_bytes() == first
+    assert main(["pki", "issue", str(tmp_path), "--agent", "node-1", "--force"]) == 0
+    assert key.read_bytes() != first
