@@ -70,7 +70,7 @@ class LatencyObserver:
         pass
 
 
-async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0) -> None:
+async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0, share_port: bool = False) -> None:
     import grpc
 
     from collector.ingest.server import TelemetryService, add_telemetry_service
@@ -92,7 +92,8 @@ async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0)
             background.append(start_collector_work(service, store, scrape_every))
     else:
         service = NullSink(observer, pb)
-    server = grpc.aio.server(options=server_options())
+    # Sharing the port is asked for, never assumed: a lone server holds its port as the collector does.
+    server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", int(share_port))])
     if isinstance(service, TelemetryService):
         add_telemetry_service(service, server)  # as the collector registers it: size checked before parsing
     else:
@@ -427,7 +428,7 @@ def quantile_ms(latencies: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
-def ask_all(procs: list[Proc], line: str, timeout: float) -> list[dict[str, object] | NoAnswer]:
+def ask_all(procs: list[Proc], line: str, timeout: float) -> list[dict[str, Any] | NoAnswer]:
     """Ask every process at once, then wait for each answer within what is left of ``timeout``."""
     asked: list[Proc | NoAnswer] = []
     for proc in procs:
@@ -437,7 +438,7 @@ def ask_all(procs: list[Proc], line: str, timeout: float) -> list[dict[str, obje
         except NoAnswer as exc:
             asked.append(exc)
     deadline = time.monotonic() + timeout
-    answers: list[dict[str, object] | NoAnswer] = []
+    answers: list[dict[str, Any] | NoAnswer] = []
     for entry in asked:
         if isinstance(entry, NoAnswer):
             answers.append(entry)
@@ -463,8 +464,8 @@ def wait_connected(clients: list[Proc], hosts: int, deadlines: Deadlines, notes:
         up = 0
         for answer in answers:
             if isinstance(answer, dict):
-                up += int(answer["streams"])  # type: ignore[call-overload]
-                settled += int(answer["streams"]) + int(answer["errors"])  # type: ignore[call-overload]
+                up += int(answer["streams"])
+                settled += int(answer["streams"]) + int(answer["errors"])
         if settled == hosts:
             return up, time.monotonic() - t0
         if time.monotonic() >= deadline or any(isinstance(answer, NoAnswer) for answer in answers):
@@ -482,27 +483,40 @@ def run_step(
     pki_dir: Path,
     deadlines: Deadlines = Deadlines(),
     before_window: Callable[[Proc], None] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """One fleet size against one server; never longer than ``deadlines.step_s(...)``.
 
     A step the server cannot keep up with comes back not sustained, with what was reached and why in
-    ``notes``. ``before_window`` sees the server process just before the window opens (tests stop it)."""
+    ``notes``. ``before_window`` sees the (first) server process just before the window opens (tests
+    stop it). The sink can run as ``workers`` processes sharing the port (SO_REUSEPORT, the kernel
+    spreading the connections): the transport's own scaling over cores. The collector is one process."""
+    if workers > 1 and mode != "sink":
+        raise ValueError(f"{mode} mode runs one process (the collector has no worker processes); asked {workers}")
     port = free_port()
     notes: list[str] = []
-    server = spawn(
-        "serve", "--mode", mode, "--port", str(port), "--pki", str(pki_dir), "--scrape-every", str(args.scrape_every)
-    )
+    servers = [
+        spawn(
+            "serve", "--mode", mode, "--port", str(port), "--pki", str(pki_dir),
+            "--scrape-every", str(args.scrape_every), *(["--share-port"] if workers > 1 else []),
+        )
+        for _ in range(workers)
+    ]  # fmt: skip
     clients: list[Proc] = []
     connected, connect_s = 0, float("nan")
     latencies: list[int] | None = None
-    sent: list[dict[str, object]] = []
+    sent: list[dict[str, Any]] = []
     cpu0 = cpu1 = float("nan")
     t0 = t1 = time.monotonic()
+
+    def cpu() -> float:
+        return sum(server.cpu_seconds() for server in servers)
+
     try:
-        started = ask_all([server], "reset", deadlines.start_s)[0]  # answered once it listens
-        if isinstance(started, NoAnswer):
-            notes.append(f"server did not start: {started}")
-            return step_row(hosts, 0, connect_s, [], None, cpu0, cpu1, 0.0, notes)
+        for started in ask_all(servers, "reset", deadlines.start_s):  # answered once each listens
+            if isinstance(started, NoAnswer):
+                notes.append(f"server did not start: {started}")
+                return step_row(hosts, 0, connect_s, [], None, cpu0, cpu1, 0.0, notes)
         share = -(-hosts // args.clients)
         for first in range(0, hosts, share):
             count = min(share, hosts - first)
@@ -515,28 +529,30 @@ def run_step(
         connected, connect_s = wait_connected(clients, hosts, deadlines, notes)
         time.sleep(args.warmup)
         if before_window is not None:
-            before_window(server)
+            before_window(servers[0])
         # Clients first: nothing counted as applied that was not counted as sent.
-        for proc, answer in zip(
-            [*clients, server], ask_all([*clients, server], "reset", deadlines.answer_s), strict=True
-        ):
+        everyone = [*clients, *servers]
+        for proc, answer in zip(everyone, ask_all(everyone, "reset", deadlines.answer_s), strict=True):
             if isinstance(answer, NoAnswer):
-                notes.append(f"{'server' if proc is server else 'a client'} at reset: {answer}")
-        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+                notes.append(f"{'server' if proc in servers else 'a client'} at reset: {answer}")
+        cpu0, t0 = cpu(), time.monotonic()
         time.sleep(args.seconds)
-        cpu1, t1 = server.cpu_seconds(), time.monotonic()
-        answers = ask_all([server, *clients], "report", deadlines.answer_s)
-        if isinstance(answers[0], NoAnswer):
-            notes.append(f"server at report: {answers[0]}")
-        else:
-            latencies = answers[0]["latencies_ns"]  # type: ignore[assignment]
-        for answer in answers[1:]:
+        cpu1, t1 = cpu(), time.monotonic()
+        answers = ask_all([*servers, *clients], "report", deadlines.answer_s)
+        latencies = []
+        for answer in answers[: len(servers)]:
+            if isinstance(answer, NoAnswer):
+                notes.append(f"server at report: {answer}")
+                latencies = None
+            elif latencies is not None:
+                latencies.extend(answer["latencies_ns"])
+        for answer in answers[len(servers) :]:
             if isinstance(answer, NoAnswer):
                 notes.append(f"a client at report: {answer}")
             else:
                 sent.append(answer)
     finally:
-        for proc in (*clients, server):
+        for proc in (*clients, *servers):
             proc.stop()
     return step_row(hosts, connected, connect_s, sent, latencies, cpu0, cpu1, t1 - t0, notes)
 
@@ -656,6 +672,7 @@ def main() -> None:
     s.add_argument("--scrape-every", type=float, default=15.0)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--pki", type=Path, required=True)
+    s.add_argument("--share-port", action="store_true", help="SO_REUSEPORT: one of several sink processes")
     a = sub.add_parser("agents")
     a.add_argument("--first", type=int, required=True)
     a.add_argument("--count", type=int, required=True)
@@ -680,7 +697,7 @@ def main() -> None:
                         help="seconds a server or client process has to answer a report")  # fmt: skip
     args = parser.parse_args()
     if args.command == "serve":
-        asyncio.run(serve(args.mode, args.port, args.pki, args.scrape_every))
+        asyncio.run(serve(args.mode, args.port, args.pki, args.scrape_every, args.share_port))
     elif args.command == "agents":
         asyncio.run(agents(args.first, args.count, args.total, args.target, args.pki, args.interval))
     else:
