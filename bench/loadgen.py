@@ -484,13 +484,15 @@ def run_step(
     deadlines: Deadlines = Deadlines(),
     before_window: Callable[[Proc], None] | None = None,
     workers: int = 1,
+    before_connect: Callable[[Proc], None] | None = None,
 ) -> dict[str, Any]:
     """One fleet size against one server; never longer than ``deadlines.step_s(...)``.
 
     A step the server cannot keep up with comes back not sustained, with what was reached and why in
-    ``notes``. ``before_window`` sees the (first) server process just before the window opens (tests
-    stop it). The sink can run as ``workers`` processes sharing the port (SO_REUSEPORT, the kernel
-    spreading the connections): the transport's own scaling over cores. The collector is one process."""
+    ``notes``. ``before_connect`` and ``before_window`` see the (first) server process once it listens
+    and just before the window opens (tests stop it there). The sink can run as ``workers`` processes
+    sharing the port (SO_REUSEPORT, the kernel spreading the connections): the transport's own
+    scaling over cores. The collector is one process."""
     if workers > 1 and mode != "sink":
         raise ValueError(f"{mode} mode runs one process (the collector has no worker processes); asked {workers}")
     port = free_port()
@@ -517,6 +519,8 @@ def run_step(
             if isinstance(started, NoAnswer):
                 notes.append(f"server did not start: {started}")
                 return step_row(hosts, 0, connect_s, [], None, cpu0, cpu1, 0.0, notes)
+        if before_connect is not None:
+            before_connect(servers[0])
         share = -(-hosts // args.clients)
         for first in range(0, hosts, share):
             count = min(share, hosts - first)

@@ -32,11 +32,26 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def timed_step(pki_dir: Path, before_window: Callable[[Proc], None]) -> tuple[dict[str, Any], float]:
+def timed_step(
+    pki_dir: Path,
+    before_window: Callable[[Proc], None] | None,
+    before_connect: Callable[[Proc], None] | None = None,
+    deadlines: Deadlines = DEADLINES,
+) -> tuple[dict[str, Any], float]:
     args = step_args()
     t0 = time.monotonic()
-    row = run_step("collector", HOSTS, args, pki_dir, DEADLINES, before_window)
+    row = run_step("collector", HOSTS, args, pki_dir, deadlines, before_window, before_connect=before_connect)
     return row, time.monotonic() - t0
+
+
+def test_streams_that_cannot_connect_in_time_are_reported_not_sustained(pki_dir: Path) -> None:
+    # A server stopped once it listens: the handshakes wait on it, as in a storm it cannot serve.
+    deadlines = Deadlines(start_s=30.0, connect_s=4.0, answer_s=3.0)
+    row, took = timed_step(pki_dir, None, lambda server: os.kill(server.process.pid, signal.SIGSTOP), deadlines)
+    assert took < deadlines.step_s(1.0, 3.0, 1)
+    assert row["connected"] == 0 and math.isnan(row["connect_s"]) and not sustained(row)
+    assert any(note.startswith(f"0 of {HOSTS} streams connected in") for note in row["notes"])
+    assert row["offered_per_s"] == 0.0
 
 
 def test_a_stopped_server_is_reported_not_sustained_within_the_deadline(pki_dir: Path) -> None:
