@@ -510,6 +510,7 @@ def run_step(
     clients: list[Proc] = []
     connected, connect_s = 0, float("nan")
     latencies: list[int] | None = None
+    per_server: list[int] = []  # frames each server process applied: how the kernel spread the streams
     sent: list[dict[str, Any]] = []
     cpu0 = cpu1 = float("nan")
     t0 = t1 = time.monotonic()
@@ -551,8 +552,10 @@ def run_step(
             if isinstance(answer, NoAnswer):
                 notes.append(f"server at report: {answer}")
                 latencies = None
-            elif latencies is not None:
-                latencies.extend(answer["latencies_ns"])
+            else:
+                per_server.append(len(answer["latencies_ns"]))
+                if latencies is not None:
+                    latencies.extend(answer["latencies_ns"])
         for answer in answers[len(servers) :]:
             if isinstance(answer, NoAnswer):
                 notes.append(f"a client at report: {answer}")
@@ -561,7 +564,9 @@ def run_step(
     finally:
         for proc in (*clients, *servers):
             proc.stop()
-    return step_row(hosts, connected, connect_s, sent, latencies, cpu0, cpu1, t1 - t0, notes)
+    return step_row(hosts, connected, connect_s, sent, latencies, cpu0, cpu1, t1 - t0, notes) | {
+        "applied_by_server": per_server
+    }
 
 
 def step_row(
