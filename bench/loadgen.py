@@ -21,6 +21,12 @@ ingest latency, and the server's CPU seconds per 1,000 frames (from /proc): the 
 over ours is the share of the transport's capacity we keep. The largest size at which the collector
 applies at least 99% of what is offered with p99 under 1 s is its sustained capacity.
 
+No step waits forever. The server must listen within ``Deadlines.start_s``, every stream must be
+up within ``--connect-deadline`` (the handshakes are spread, at most 32 in flight per client process,
+and the time to all connected is its own column), and every process must answer each report within
+``--answer-deadline``. A step that misses one is reported NOT sustained with what it reached and
+why; where the server could not answer, the frames applied are those the clients saw acknowledged.
+
     .venv/bin/python -m bench.loadgen [--hosts 500,1000,2000] [--seconds 10] [--clients 2]
     .venv/bin/python -m bench.loadgen --hosts 2000 --modes collector,full --seconds 30 --scrape-every 15
 """
@@ -31,14 +37,17 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from protos import telemetry_pb2 as pb
@@ -61,7 +70,7 @@ class LatencyObserver:
         pass
 
 
-async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0) -> None:
+async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0, share_port: bool = False) -> None:
     import grpc
 
     from collector.ingest.server import TelemetryService, add_telemetry_service
@@ -83,7 +92,8 @@ async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0)
             background.append(start_collector_work(service, store, scrape_every))
     else:
         service = NullSink(observer, pb)
-    server = grpc.aio.server(options=server_options())
+    # Sharing the port is asked for, never assumed: a lone server holds its port as the collector does.
+    server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", int(share_port))])
     if isinstance(service, TelemetryService):
         add_telemetry_service(service, server)  # as the collector registers it: size checked before parsing
     else:
@@ -109,7 +119,7 @@ def start_collector_work(service: object, store: object, scrape_every: float) ->
     assert isinstance(service, TelemetryService) and isinstance(store, FleetStore)
 
     class Discard:
-        def push(self, alerts: list[Alert], now: float) -> None:
+        def push(self, alerts: Sequence[Alert], now: float) -> None:
             pass
 
     detection = DetectionService(store, Discard(), DetectConfig(), CollectorRegistry())
@@ -230,11 +240,17 @@ async def agents(first: int, count: int, total: int, target: str, pki_dir: Path,
     values = [*HostSource().sample(), *(v for row in sim.sample(time.time_ns()) for v in row)]
     assert len(values) == len(CATALOG.host_ids) + GPUS * len(CATALOG.gpu_ids) and sim.field_ids == CATALOG.gpu_ids
     ca = (pki_dir / "ca.pem").read_bytes()
-    stats = {"sent": 0, "late_ns": 0, "streams": 0, "errors": 0, "connect_retries": 0}
-    handshakes = asyncio.Semaphore(32)
-    connected = asyncio.Event()
+    # "acked" counts frames the server acknowledged (acks follow durable apply): what it reached,
+    # known here even when the server is too busy, or too stopped, to answer the driver itself.
+    stats: dict[str, float] = {"sent": 0, "acked": 0, "late_ns": 0, "streams": 0, "errors": 0, "connect_retries": 0}
+    handshakes = asyncio.Semaphore(32)  # spreads a connect storm: at most 32 handshakes in flight
     loop = asyncio.get_running_loop()
+    began = loop.time()
     start = loop.time() + 1.0  # the earliest first tick
+
+    def settled() -> None:
+        if stats["streams"] + stats["errors"] == count:
+            stats["connect_s"] = loop.time() - began  # time to all connected: its own figure
 
     async def host(i: int) -> None:
         host_id = f"load-{i:05d}"
@@ -259,12 +275,14 @@ async def agents(first: int, count: int, total: int, target: str, pki_dir: Path,
                 stats["connect_retries"] += 1
                 await asyncio.sleep(0.2 * 2**attempt)
             stats["streams"] += 1
-            if stats["streams"] + stats["errors"] == count:
-                connected.set()
+            settled()
 
             async def drain_acks() -> None:
-                while await call.read() is not grpc.aio.EOF:
-                    pass
+                last = 0
+                while (answer := await call.read()) is not grpc.aio.EOF:
+                    if answer.HasField("ack") and answer.ack.seq > last:
+                        stats["acked"] += answer.ack.seq - last
+                        last = answer.ack.seq
 
             reader = asyncio.create_task(drain_acks())
             message = pb.AgentMessage(batch=pb.Batch(frames=[pb.Frame(values=values)]))
@@ -288,56 +306,105 @@ async def agents(first: int, count: int, total: int, target: str, pki_dir: Path,
             await host(i)
         except Exception as exc:  # one failed stream is reported, not fatal to the run
             stats["errors"] += 1
-            if stats["streams"] + stats["errors"] == count:
-                connected.set()
+            settled()
             if stats["errors"] <= 3:
-                when = "before" if not connected.is_set() else f"{loop.time() - start:.1f}s after"
+                when = "before" if "connect_s" not in stats else f"{loop.time() - start:.1f}s after"
                 print(f"stream load-{i:05d} failed {when} start: {exc!r}"[:300], file=sys.stderr, flush=True)
 
     tasks = [asyncio.create_task(guarded(i)) for i in range(first, first + count)]
-    await connected.wait()
-    print(json.dumps({"ready": True}), file=control, flush=True)
 
     def reset() -> None:
-        stats["sent"] = stats["late_ns"] = 0
+        stats["sent"] = stats["acked"] = stats["late_ns"] = 0
 
+    # Answering from the start: the driver polls "report" for the streams that are up, and gives up
+    # on a connect storm at its deadline rather than waiting on a line that never comes.
     await control_loop(control, lambda: dict(stats), reset)
     for task in tasks:
         task.cancel()
 
 
 # -- the driver --------------------------------------------------------------------------------------
-@dataclass
+class NoAnswer(RuntimeError):
+    """A benchmark process did not answer within its deadline, or exited."""
+
+
 class Proc:
-    process: subprocess.Popen[str]
+    """A benchmark process asked questions on stdin; every answer has a deadline.
 
-    def ask(self, line: str) -> dict[str, object]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"benchmark process exited ({self.process.poll()}) instead of answering {line!r}")
-        return json.loads(answer)
+    Its stdout is read by a thread into a queue, so a process that is stopped, swamped or dead costs
+    the driver the deadline and no more. A process that missed one is not asked again: a late answer
+    would otherwise be taken for the next question's.
+    """
 
-    def wait_ready(self) -> None:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.answers: queue.Queue[str] = queue.Queue()
+        self.silent = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
         assert self.process.stdout is not None
-        if not self.process.stdout.readline():
-            raise RuntimeError("client process exited before its streams were up")
+        for line in self.process.stdout:
+            self.answers.put(line)
+        self.answers.put("")  # end of file
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        if self.silent:
+            raise NoAnswer(f"not asked {line!r}: missed an earlier deadline")
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError as exc:
+            self.silent = True
+            raise NoAnswer(f"exited ({self.process.poll()}) before {line!r}") from exc
+
+    def receive(self, line: str, timeout: float) -> dict[str, Any]:
+        try:
+            answer = self.answers.get(timeout=timeout)
+        except queue.Empty as exc:
+            self.silent = True
+            raise NoAnswer(f"no answer to {line!r} within {timeout:.0f}s") from exc
+        if not answer:
+            self.silent = True
+            raise NoAnswer(f"exited ({self.process.poll()}) instead of answering {line!r}")
+        result: dict[str, object] = json.loads(answer)
+        return result
 
     def cpu_seconds(self) -> float:
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        """User + system CPU from /proc (a stopped process still has one); NaN once it is gone."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except FileNotFoundError:
+            return float("nan")
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def stop(self) -> None:
-        self.process.kill()
+        self.process.kill()  # SIGKILL ends a stopped process too
         self.process.wait()
 
 
 def spawn(*args: str) -> Proc:
     cmd = [sys.executable, "-m", "bench.loadgen", *args]
     return Proc(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a step may wait for each thing; together they bound the step (see ``step_s``)."""
+
+    start_s: float = 30.0  # the server process imports and listens
+    connect_s: float = 120.0  # every stream's handshake and Hello
+    answer_s: float = 15.0  # one report from a process
+
+    def step_s(self, warmup: float, seconds: float) -> float:
+        """The most a step can take: its waits, its window, and a missed answer at each round of questions.
+
+        Each round (reset, report) asks every process at once and waits at most ``answer_s`` for all
+        of them, so the bound does not grow with the processes; the connect polls end by ``connect_s``;
+        5 s is for starting and killing processes."""
+        return self.start_s + self.connect_s + warmup + seconds + 2 * self.answer_s + 5.0
 
 
 def issue_certs(pki_dir: Path, hosts: int) -> None:
@@ -364,14 +431,100 @@ def quantile_ms(latencies: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
-def run_step(mode: str, hosts: int, args: argparse.Namespace, pki_dir: Path) -> dict[str, float]:
+def ask_all(procs: list[Proc], line: str, timeout: float) -> list[dict[str, Any] | NoAnswer]:
+    """Ask every process at once, then wait for each answer within what is left of ``timeout``."""
+    asked: list[Proc | NoAnswer] = []
+    for proc in procs:
+        try:
+            proc.send(line)
+            asked.append(proc)
+        except NoAnswer as exc:
+            asked.append(exc)
+    deadline = time.monotonic() + timeout
+    answers: list[dict[str, Any] | NoAnswer] = []
+    for entry in asked:
+        if isinstance(entry, NoAnswer):
+            answers.append(entry)
+            continue
+        try:
+            answers.append(entry.receive(line, max(0.0, deadline - time.monotonic())))
+        except NoAnswer as exc:
+            answers.append(exc)
+    return answers
+
+
+def wait_connected(clients: list[Proc], hosts: int, deadlines: Deadlines, notes: list[str]) -> tuple[int, float]:
+    """Poll the clients until every stream is up or failed, or the connect deadline passes.
+
+    Returns the streams up and the time to all connected (NaN if the deadline passed first)."""
+    t0 = time.monotonic()
+    deadline = t0 + deadlines.connect_s
+    up = 0
+    while True:
+        left = deadline - time.monotonic()
+        answers = ask_all(clients, "report", max(0.0, min(deadlines.answer_s, left)))
+        settled = 0
+        up = 0
+        for answer in answers:
+            if isinstance(answer, dict):
+                up += int(answer["streams"])
+                settled += int(answer["streams"]) + int(answer["errors"])
+        if settled == hosts:
+            return up, time.monotonic() - t0
+        if time.monotonic() >= deadline or any(isinstance(answer, NoAnswer) for answer in answers):
+            silent = [str(a) for a in answers if isinstance(a, NoAnswer)]
+            notes.append(f"{up} of {hosts} streams connected in {time.monotonic() - t0:.0f}s" + "".join(
+                f"; a client: {why}" for why in silent[:1]))  # fmt: skip
+            return up, float("nan")
+        time.sleep(0.5)
+
+
+def run_step(
+    mode: str,
+    hosts: int,
+    args: argparse.Namespace,
+    pki_dir: Path,
+    deadlines: Deadlines = Deadlines(),
+    before_window: Callable[[Proc], None] | None = None,
+    workers: int = 1,
+    before_connect: Callable[[Proc], None] | None = None,
+) -> dict[str, Any]:
+    """One fleet size against one server; never longer than ``deadlines.step_s(...)``.
+
+    A step the server cannot keep up with comes back not sustained, with what was reached and why in
+    ``notes``. ``before_connect`` and ``before_window`` see the (first) server process once it listens
+    and just before the window opens (tests stop it there). The sink can run as ``workers`` processes
+    sharing the port (SO_REUSEPORT, the kernel spreading the connections): the transport's own
+    scaling over cores. The collector is one process."""
+    if workers > 1 and mode != "sink":
+        raise ValueError(f"{mode} mode runs one process (the collector has no worker processes); asked {workers}")
     port = free_port()
-    server = spawn(
-        "serve", "--mode", mode, "--port", str(port), "--pki", str(pki_dir), "--scrape-every", str(args.scrape_every)
-    )
+    notes: list[str] = []
+    servers = [
+        spawn(
+            "serve", "--mode", mode, "--port", str(port), "--pki", str(pki_dir),
+            "--scrape-every", str(args.scrape_every), *(["--share-port"] if workers > 1 else []),
+        )
+        for _ in range(workers)
+    ]  # fmt: skip
     clients: list[Proc] = []
+    connected, connect_s = 0, float("nan")
+    latencies: list[int] | None = None
+    per_server: list[int] = []  # frames each server process applied: how the kernel spread the streams
+    sent: list[dict[str, Any]] = []
+    cpu0 = cpu1 = float("nan")
+    t0 = t1 = time.monotonic()
+
+    def cpu() -> float:
+        return sum(server.cpu_seconds() for server in servers)
+
     try:
-        time.sleep(1.0)
+        for started in ask_all(servers, "reset", deadlines.start_s):  # answered once each listens
+            if isinstance(started, NoAnswer):
+                notes.append(f"server did not start: {started}")
+                return step_row(hosts, 0, connect_s, [], None, cpu0, cpu1, 0.0, notes)
+        if before_connect is not None:
+            before_connect(servers[0])
         share = -(-hosts // args.clients)
         for first in range(0, hosts, share):
             count = min(share, hosts - first)
@@ -381,44 +534,111 @@ def run_step(mode: str, hosts: int, args: argparse.Namespace, pki_dir: Path) -> 
                     "--target", f"127.0.0.1:{port}", "--pki", str(pki_dir), "--interval", str(args.interval),
                 )
             )  # fmt: skip
-        for client in clients:
-            client.wait_ready()
+        connected, connect_s = wait_connected(clients, hosts, deadlines, notes)
         time.sleep(args.warmup)
-        for client in clients:  # clients first: nothing counted as applied that was not counted as sent
-            client.ask("reset")
-        server.ask("reset")
-        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        if before_window is not None:
+            before_window(servers[0])
+        # Clients first: nothing counted as applied that was not counted as sent.
+        everyone = [*clients, *servers]
+        for proc, answer in zip(everyone, ask_all(everyone, "reset", deadlines.answer_s), strict=True):
+            if isinstance(answer, NoAnswer):
+                notes.append(f"{'server' if proc in servers else 'a client'} at reset: {answer}")
+        cpu0, t0 = cpu(), time.monotonic()
         time.sleep(args.seconds)
-        cpu1, t1 = server.cpu_seconds(), time.monotonic()
-        latencies: list[int] = server.ask("report")["latencies_ns"]  # type: ignore[assignment]
-        sent = [client.ask("report") for client in clients]
+        cpu1, t1 = cpu(), time.monotonic()
+        answers = ask_all([*servers, *clients], "report", deadlines.answer_s)
+        latencies = []
+        for answer in answers[: len(servers)]:
+            if isinstance(answer, NoAnswer):
+                notes.append(f"server at report: {answer}")
+                latencies = None
+            else:
+                per_server.append(len(answer["latencies_ns"]))
+                if latencies is not None:
+                    latencies.extend(answer["latencies_ns"])
+        for answer in answers[len(servers) :]:
+            if isinstance(answer, NoAnswer):
+                notes.append(f"a client at report: {answer}")
+            else:
+                sent.append(answer)
     finally:
-        for proc in (*clients, server):
+        for proc in (*clients, *servers):
             proc.stop()
-    wall = t1 - t0
-    offered = sum(int(s["sent"]) for s in sent)  # type: ignore[call-overload]
-    applied = len(latencies)
-    return {
-        "hosts": hosts,
-        "offered_per_s": offered / wall,
-        "applied_per_s": applied / wall,
-        "p50_ms": quantile_ms(latencies, 0.5),
-        "p99_ms": quantile_ms(latencies, 0.99),
-        "server_cpu_share": (cpu1 - cpu0) / wall,
-        "cpu_ms_per_1k": (cpu1 - cpu0) / max(applied, 1) * 1e6,
-        "errors": sum(int(s["errors"]) for s in sent),  # type: ignore[call-overload]
-        "client_late_ms": sum(int(s["late_ns"]) for s in sent) / max(offered, 1) / 1e6,  # type: ignore[call-overload]
+    return step_row(hosts, connected, connect_s, sent, latencies, cpu0, cpu1, t1 - t0, notes) | {
+        "applied_by_server": per_server
     }
 
 
-def sustained(row: dict[str, float]) -> bool:
-    """Kept up: applied at least 99% of what was offered, at the 1 Hz rate asked, with p99 under 1 s."""
+def step_row(
+    hosts: int,
+    connected: int,
+    connect_s: float,
+    sent: list[dict[str, object]],
+    latencies: list[int] | None,
+    cpu0: float,
+    cpu1: float,
+    wall: float,
+    notes: list[str],
+) -> dict[str, Any]:
+    """What a step reached. Applied frames are the server's count where it answered, else the frames
+    the clients saw acknowledged (acks follow durable apply), with no latency figures."""
+    wall = max(wall, 1e-9)
+    offered = sum(int(s["sent"]) for s in sent)  # type: ignore[call-overload]
+    applied = len(latencies) if latencies is not None else sum(int(s["acked"]) for s in sent)  # type: ignore[call-overload]
+    cpu = cpu1 - cpu0
+    return {
+        "hosts": hosts,
+        "connected": connected,
+        "connect_s": connect_s,
+        "offered_per_s": offered / wall,
+        "applied_per_s": applied / wall,
+        "applied_from": "server" if latencies is not None else "acks",
+        "p50_ms": quantile_ms(latencies or [], 0.5),
+        "p99_ms": quantile_ms(latencies or [], 0.99),
+        "server_cpu_share": cpu / wall,
+        "cpu_ms_per_1k": cpu / applied * 1e6 if applied else float("nan"),
+        "errors": sum(int(s["errors"]) for s in sent),  # type: ignore[call-overload]
+        "client_late_ms": sum(int(s["late_ns"]) for s in sent) / max(offered, 1) / 1e6,  # type: ignore[call-overload]
+        "notes": notes,
+    }
+
+
+def sustained(row: dict[str, Any]) -> bool:
+    """Kept up: applied at least 99% of what was offered, at the 1 Hz rate asked, with p99 under 1 s,
+    every stream connected and every process answering in time."""
+    offered, applied, p99 = float(row["offered_per_s"]), float(row["applied_per_s"]), float(row["p99_ms"])
     return (
-        row["applied_per_s"] >= 0.99 * row["offered_per_s"]
-        and row["offered_per_s"] >= 0.97 * row["hosts"]
-        and row["p99_ms"] < 1000.0
+        applied >= 0.99 * offered
+        and offered >= 0.97 * float(row["hosts"])
+        and p99 < 1000.0
         and row["errors"] == 0
+        and not row["notes"]
     )
+
+
+def over(a: float, b: float) -> float:
+    """a / b, NaN where b is nothing (a tiny step's CPU can read 0 in 10 ms ticks)."""
+    return a / b if b else float("nan")
+
+
+HEADER = (
+    f"{'mode':9} {'hosts':>6} {'connect s':>9} {'offered/s':>10} {'applied/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+    f" {'srv CPU':>8} {'CPU ms/1k':>10} {'late ms':>8} {'errors':>6}  sustained"
+)
+
+
+def format_row(mode: str, row: dict[str, Any]) -> str:
+    """One step as a table line; a step not sustained says so, with why."""
+    applied = f"{row['applied_per_s']:.0f}" + ("*" if row["applied_from"] == "acks" else "")
+    line = (
+        f"{mode:9} {row['hosts']:6d} {row['connect_s']:9.1f} {row['offered_per_s']:10.0f} {applied:>10}"
+        f" {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['server_cpu_share'] * 100:7.0f}%"
+        f" {row['cpu_ms_per_1k']:10.1f} {row['client_late_ms']:8.1f} {row['errors']:6.0f}"
+        f"  {'yes' if sustained(row) else 'NOT sustained'}"
+    )
+    if row["applied_from"] == "acks":
+        line += " (* frames acknowledged to the clients: the server did not report)"
+    return line + "".join(f"; {note}" for note in row["notes"])
 
 
 def drive(args: argparse.Namespace) -> None:
@@ -437,27 +657,23 @@ def drive(args: argparse.Namespace) -> None:
             f" = {GPUS * fields_per_gpu + len(CATALOG.host_ids)} values per frame, every {args.interval:g}s;"
             f" {args.clients} client processes, {args.seconds:g}s per step"
         )
-        header = f"{'mode':9} {'hosts':>6} {'offered/s':>10} {'applied/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
-        print(header + f" {'srv CPU':>8} {'CPU ms/1k':>10} {'late ms':>8} {'errors':>6}  ok")
+        deadlines = Deadlines(connect_s=args.connect_deadline, answer_s=args.answer_deadline)
+        print(f"each step ends within {deadlines.step_s(args.warmup, args.seconds):.0f}s"
+              f" (connect deadline {deadlines.connect_s:g}s, answer deadline {deadlines.answer_s:g}s)")  # fmt: skip
+        print(HEADER, flush=True)
         best = 0
         for hosts in sizes:
-            rows = {}
+            rows: dict[str, dict[str, Any]] = {}
             for mode in args.modes.split(","):
-                row = rows[mode] = run_step(mode, hosts, args, pki_dir)
-                print(
-                    f"{mode:9} {hosts:6d} {row['offered_per_s']:10.0f} {row['applied_per_s']:10.0f}"
-                    f" {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['server_cpu_share'] * 100:7.0f}%"
-                    f" {row['cpu_ms_per_1k']:10.1f} {row['client_late_ms']:8.1f} {row['errors']:6.0f}"
-                    f"  {'yes' if sustained(row) else 'NO'}",
-                    flush=True,
-                )
+                row = rows[mode] = run_step(mode, hosts, args, pki_dir, deadlines)
+                print(format_row(mode, row), flush=True)
             for ours in ("collector", "full"):
                 if "sink" in rows and ours in rows:
-                    ratio = rows["sink"]["cpu_ms_per_1k"] / rows[ours]["cpu_ms_per_1k"]
+                    ratio = over(rows["sink"]["cpu_ms_per_1k"], rows[ours]["cpu_ms_per_1k"])
                     print(f"{'':9} {hosts:6d} {ours}: kept vs null sink (sink CPU per frame / ours): {ratio:.2f}")
             if "full" in rows and "collector" in rows:
                 print(f"{'':9} {hosts:6d} p99 with detection and scrapes over ingest alone:"
-                      f" {rows['full']['p99_ms'] / rows['collector']['p99_ms']:.2f}x")  # fmt: skip
+                      f" {over(rows['full']['p99_ms'], rows['collector']['p99_ms']):.2f}x")  # fmt: skip
             # The whole collector's latency where it was measured, ingest alone otherwise.
             judged = "full" if "full" in rows else "collector"
             if judged in rows and sustained(rows[judged]):
@@ -473,6 +689,7 @@ def main() -> None:
     s.add_argument("--scrape-every", type=float, default=15.0)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--pki", type=Path, required=True)
+    s.add_argument("--share-port", action="store_true", help="SO_REUSEPORT: one of several sink processes")
     a = sub.add_parser("agents")
     a.add_argument("--first", type=int, required=True)
     a.add_argument("--count", type=int, required=True)
@@ -487,9 +704,17 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--modes", default="sink,collector", help="sink, collector, full; in order")
     parser.add_argument("--scrape-every", type=float, default=15.0, help="full mode: seconds between /metrics renders")
+    parser.add_argument(
+        "--connect-deadline",
+        type=float,
+        default=Deadlines.connect_s,
+        help="seconds for every stream of a step to connect; later, the step is not sustained",
+    )
+    parser.add_argument("--answer-deadline", type=float, default=Deadlines.answer_s,
+                        help="seconds a server or client process has to answer a report")  # fmt: skip
     args = parser.parse_args()
     if args.command == "serve":
-        asyncio.run(serve(args.mode, args.port, args.pki, args.scrape_every))
+        asyncio.run(serve(args.mode, args.port, args.pki, args.scrape_every, args.share_port))
     elif args.command == "agents":
         asyncio.run(agents(args.first, args.count, args.total, args.target, args.pki, args.interval))
     else:
