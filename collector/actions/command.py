@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +59,7 @@ async def run_command(config: CommandConfig, payload: Mapping[str, Any]) -> Comm
         )
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the whole group: a child must not hold the pipes open
         out, err = await process.communicate()
         return CommandResult(None, _cut(out), _cut(err), timed_out=True)
     return CommandResult(process.returncode, _cut(out), _cut(err))
