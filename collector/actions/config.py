@@ -25,6 +25,7 @@ class BreakerConfig:
 class SlurmConfig:
     scontrol: str = "scontrol"
     sinfo: str = "sinfo"
+    conf: Path | None = None  # SLURM_CONF for scontrol and sinfo; None: Slurm's default
     node_name: str = "{host}"  # template over the alert's labels: the Slurm node of a gpulse host
     timeout: float = 30.0
     # What a drain does to the running job: "finish" (state=drain) lets it run to its end;
@@ -90,6 +91,7 @@ def parse(section: Section) -> RemediationConfig:
         slurm = SlurmConfig(
             scontrol=s.get("scontrol", str, "scontrol"),
             sinfo=s.get("sinfo", str, "sinfo"),
+            conf=s.get("conf", Path, Path()) if "conf" in s.data else None,
             node_name=s.get("node_name", str, "{host}"),
             timeout=s.positive("timeout_seconds", 30.0),
             running_jobs=s.choice("running_jobs", ("finish", "requeue"), "finish"),

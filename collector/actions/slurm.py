@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
 
 from collector.actions.config import SlurmConfig
@@ -36,11 +37,12 @@ class NodeState:
 class Slurm:
     def __init__(self, config: SlurmConfig) -> None:
         self.config = config
+        self._env = {**os.environ, **({"SLURM_CONF": str(config.conf)} if config.conf else {})}
 
     async def _run(self, *argv: str) -> str:
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self._env
             )
         except OSError as exc:
             raise SlurmError(f"{argv[0]}: {exc}") from None
