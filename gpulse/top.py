@@ -30,6 +30,7 @@ class Snapshot:
     fleet: Mapping[str, Any]
     alerts: Sequence[Mapping[str, Any]] | None
     source: str
+    remediation: Mapping[str, Any] | None = None  # None when the collector has no remediation API
 
 
 def fetch(base_url: str, timeout: float = 5.0) -> Snapshot:
@@ -42,7 +43,13 @@ def fetch(base_url: str, timeout: float = 5.0) -> Snapshot:
         if exc.code != 404:
             raise
         alerts = None
-    return Snapshot(fleet, alerts, base)
+    try:
+        remediation: Mapping[str, Any] | None = _get_json(f"{base}/api/v1/remediation", timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+        remediation = None
+    return Snapshot(fleet, alerts, base, remediation)
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:
@@ -113,10 +120,32 @@ def render(snapshot: Snapshot, *, width: int = 120, now: float | None = None, co
             severity = str(labels.get("severity", "?"))
             where = str(labels.get("host", "")) + (f" gpu {labels['gpu']}" if "gpu" in labels else "")
             since = _age(now - float(alert.get("starts_at") or now))
-            summary = str(alert.get("annotations", {}).get("summary", ""))
-            text = f"{severity:<8} {labels.get('alertname', '?'):<28} {where:<20} {since:>6}  {summary}"
+            notes = alert.get("annotations", {})
+            summary = str(notes.get("summary", ""))
+            action = str(notes.get("suggested_action", "")) or "-"
+            text = f"{severity:<8} {labels.get('alertname', '?'):<28} {where:<20} {since:>6}  {action:<19} {summary}"
             lines.append(paint(_fit(text, width), _COLOURS["fail"] if severity == "critical" else _COLOURS["warn"]))
+    lines += _remediation(snapshot.remediation, width, paint)
     return "\n".join(lines) + "\n"
+
+
+def _remediation(snap: Mapping[str, Any] | None, width: int, paint: Callable[[str, str], str]) -> list[str]:
+    """The remediation block: mode, breaker, and every open action (pending approvals first)."""
+    if not snap or snap.get("mode", "off") == "off":
+        return []
+    breaker = snap.get("breaker", {})
+    head = f"REMEDIATION ({snap['mode']})"
+    if breaker.get("tripped"):
+        head += f" — BREAKER TRIPPED: {breaker.get('reason', '')} (gpulse remediation reset)"
+    lines = ["", paint(_fit(head, width), _BOLD)]
+    order = {"pending": 0, "approved": 1, "drained": 2, "dry_run": 3, "watching": 4}
+    for action in sorted(snap.get("open", []), key=lambda a: (order.get(str(a.get("state")), 9), a.get("id", ""))):
+        state = str(action.get("state", ""))
+        verb = {"dry_run": "would drain", "pending": "awaits approval", "approved": "approved"}.get(state, state)
+        hint = f"  (gpulse remediation approve {action.get('id')})" if state == "pending" else ""
+        text = f"{action.get('id', ''):<9} {verb:<16} {action.get('host', ''):<20} {action.get('reason', '')}{hint}"
+        lines.append(paint(_fit(text, width), _COLOURS["warn"] if state == "pending" else ""))
+    return lines
 
 
 def _fit(text: str, width: int) -> str:
