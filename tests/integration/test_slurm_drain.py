@@ -15,6 +15,7 @@ from collector.actions.service import RemediationService
 from collector.actions.state import RemediationState
 from collector.alert import Alert, AlertState
 from tests.integration.slurm_kit import SlurmCluster, slurm_cluster
+from tests.kit import wait_for
 
 
 def reboot_alert() -> Alert:
@@ -108,3 +109,39 @@ def test_drain_resume_and_operator_drains_against_real_slurm(tmp: Path) -> None:
         assert "already drained by an operator" in a.snapshot()["open"][0]["note"]
         a.state.close()
         b.state.close()
+
+
+def test_running_job_finishes_or_is_requeued_as_configured(tmp: Path) -> None:
+    with slurm_cluster(tmp / "slurm") as cluster:
+        job = cluster.run("sbatch", "--requeue", "-w", cluster.node, "-o", "/dev/null", "--wrap", "sleep 300")
+        job_id = job.split()[-1]
+
+        def job_state() -> str:
+            return cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").strip()
+
+        wait_for(lambda: job_state() == "RUNNING", timeout=60, interval=0.5, what="the job to start")
+        clock = Clock()
+        firing = [reboot_alert()]
+        finish = service(tmp, cluster, firing, clock, "finish")
+        asyncio.run(finish.step(clock()))
+        assert cluster.state()[0] == "draining"  # drained for new work; the running job goes on
+        assert job_state() == "RUNNING"
+        finish.state.close()
+
+        cluster.run("scontrol", "update", f"nodename={cluster.node}", "state=resume")
+        config = RemediationConfig(
+            mode="on", cooldown=0.0, slurm=SlurmConfig(conf=cluster.conf, running_jobs="requeue")
+        )
+        requeue = RemediationService(
+            config,
+            RemediationState(tmp / "requeue.sqlite3"),
+            CollectorRegistry(),
+            firing=lambda: firing,
+            host_count=lambda: 100,
+            clock=clock,
+            collector_id="requeue",
+        )
+        asyncio.run(requeue.step(clock()))
+        wait_for(lambda: job_state() == "PENDING", timeout=30, interval=0.5, what="the job to be requeued")
+        wait_for(lambda: cluster.state()[0] == "drained", timeout=30, interval=0.5, what="the node to drain")
+        requeue.state.close()
