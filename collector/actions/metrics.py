@@ -23,6 +23,12 @@ class RemediationMetrics:
         self.approvals = Counter(
             "gpulse_remediation_approvals", "Pending actions approved by an operator.", registry=registry
         )
+        self.refused = Counter(
+            "gpulse_remediation_requests_refused",
+            "Remediation API requests refused, by reason (bad_body, unknown_action, not_pending).",
+            ["reason"],
+            registry=registry,
+        )
         self.breaker_tripped = Gauge(
             "gpulse_remediation_breaker_tripped",
             "1 while the circuit breaker stops all automatic actions (until `gpulse remediation reset`).",
@@ -34,6 +40,8 @@ class RemediationMetrics:
             ["state"],
             registry=registry,
         )
+        for reason in ("bad_body", "unknown_action", "not_pending"):
+            self.refused.labels(reason)
         for state in ("pending", "approved", "dry_run", "drained", "watching"):
             self.open_actions.labels(state).set(0)
         for action, outcome in [

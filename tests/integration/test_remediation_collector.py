@@ -8,6 +8,8 @@ import json
 import stat
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +110,14 @@ timeout_seconds = 10
     assert ("approved", "alice") in events and ("drained", "collector") in events
     command = next(r for r in snap["log"] if r["event"] == "command_drain")
     assert command["detail"]["exit_status"] == 0 and command["detail"]["stdout"] == "cordoned\n"
+
+    assert metric_value(metrics, "gpulse_remediation_requests_refused_total", reason="unknown_action") == 1
+    assert metric_value(metrics, "gpulse_remediation_requests_refused_total", reason="not_pending") == 1
+    bad = urllib.request.Request(f"{url}/api/v1/remediation/reset", data=b"{nope", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused_body:
+        urllib.request.urlopen(bad, timeout=10)
+    assert refused_body.value.code == 400 and "body is not JSON" in refused_body.value.read().decode()
+    assert metric_value(collector.metrics(), "gpulse_remediation_requests_refused_total", reason="bad_body") == 1
 
     reset = gpulse("remediation", "--url", url, "reset")
     assert reset.returncode == 0 and "was not tripped" in reset.stdout
