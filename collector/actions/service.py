@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import string
 import time
 import uuid
@@ -24,6 +23,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from collector.actions import state as st
+from collector.actions.breaker import trips
 from collector.actions.command import run_command
 from collector.actions.config import RemediationConfig
 from collector.actions.metrics import RemediationMetrics
@@ -170,16 +170,9 @@ class RemediationService:
             self._skip(host, alert, "breaker", outcome="blocked")
             return False
         b = self.config.breaker
-        hosts = max(1, self._host_count())
-        limit = max(1, math.floor(b.max_fraction * hosts))
-        if b.max_hosts:
-            limit = min(limit, b.max_hosts)
-        drained = self.state.drains_since(now - b.window)
-        if drained + 1 > limit:
-            reason = (
-                f"draining {host} would make {drained + 1} hosts drained within {b.window:g}s "
-                f"(limit {limit} of {hosts} hosts)"
-            )
+        why = trips(b, self._host_count(), self.state.drains_since(now - b.window))
+        if why:
+            reason = f"draining {host} would make {why}"
             self.state.trip(now, reason)
             self.state.record(now, "breaker_tripped", host, self.collector_id, {"reason": reason})
             log.error("remediation circuit breaker tripped", reason=reason)

@@ -218,3 +218,13 @@ def test_config_refuses_bad_values(tmp_path: Path) -> None:
         parse(section({"breaker": {"max_fraction": 2}}))
     with pytest.raises(ConfigError, match=r"remediation\.bogus: unknown key"):
         parse(section({"bogus": 1}))
+
+
+def test_breaker_rule() -> None:
+    from collector.actions.breaker import limit, trips
+
+    default = BreakerConfig()
+    assert [limit(default, n) for n in (0, 4, 10, 19, 100)] == [1, 1, 1, 1, 10]
+    assert trips(default, 100, 9) == ""
+    assert trips(default, 100, 10) == "11 hosts drained within 3600s (limit 10 of 100 hosts)"
+    assert limit(BreakerConfig(max_fraction=0.5, max_hosts=3), 1000) == 3
