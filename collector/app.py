@@ -14,6 +14,11 @@ import structlog
 from aiohttp import web
 
 from collector import config as collector_config
+from collector.actions.api import routes as remediation_routes
+from collector.actions.escalation import Escalator
+from collector.actions.service import STATE_FILE as REMEDIATION_STATE
+from collector.actions.service import RemediationService
+from collector.actions.state import RemediationState
 from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
 from collector.config import CollectorConfig
@@ -51,6 +56,7 @@ class RunningCollector:
     alerting: AlertingService | None = None  # the AlertSink detection pushes into
     remote_writer: RemoteWriter | None = None
     detection: DetectionService | None = None
+    remediation: RemediationService | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
@@ -59,6 +65,8 @@ class RunningCollector:
             await self.remote_writer.shutdown()
         if self.detection is not None:  # before alerting: detection pushes into it
             await self.detection.shutdown()
+        if self.remediation is not None:  # it reads alerting's firing alerts
+            await self.remediation.shutdown()
         if self.alerting is not None:
             await self.alerting.shutdown()
 
@@ -100,15 +108,32 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
             store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
         )
         app = build_app(store, exposition, metrics)
-        alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
+        # Every firing alert gets its suggested action, escalated by the recurrences kept beside the actions.
+        remediation_state = RemediationState(config.state_dir / REMEDIATION_STATE)
+        escalator = Escalator(
+            remediation_state, after=config.remediation.escalate_after, window=config.remediation.escalate_window
+        )
+        alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store, annotate=escalator)
         await alerting.start()
         started.append(alerting.shutdown)
+        remediation = RemediationService(
+            config.remediation,
+            remediation_state,
+            metrics.registry,
+            firing=alerting.lifecycle.firing,
+            host_count=lambda: len(store.hosts),
+            muted=alerting.silencer.mutes,
+            collector_id=config.collector_id,
+        )
+        remediation.start()
+        started.append(remediation.shutdown)
         # Detection reads the store each tick and hears of hard-fault events the moment they are applied.
         detection = DetectionService(store, alerting, config.detect, metrics.registry)
         service.observers.append(detection.engine)
         detection.start()
         started.append(detection.shutdown)
         app.add_routes(alerting_routes(alerting))
+        app.add_routes(remediation_routes(remediation))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         started.append(runner.cleanup)
@@ -143,6 +168,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         alerting,
         remote_writer=remote_writer,
         detection=detection,
+        remediation=remediation,
     )
 
 

@@ -6,6 +6,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.actions.config import RemediationConfig
+from collector.actions.config import parse as parse_remediation
 from collector.alerting.config import AlertingConfig
 from collector.alerting.config import parse as parse_alerting
 from collector.detect.config import DetectConfig, parse_detect
@@ -32,6 +34,7 @@ class CollectorConfig:
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)  # [detect]: rule files, evaluation interval
     remote_write: RemoteWriteConfig | None = None  # [remote_write]: push every frame to a receiver
+    remediation: RemediationConfig = field(default_factory=RemediationConfig)  # [remediation]: off by default
 
 
 def _host_port(section: Section, key: str, default: str) -> str:
@@ -94,6 +97,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         alerting=parse_alerting(root.section("alerting")),
         detect=parse_detect(root.section("detect")),
         remote_write=parse_remote_write(root.section("remote_write")),
+        remediation=parse_remediation(root.section("remediation")),
     )
     root.finish()
     return config

@@ -14,6 +14,7 @@ from agent.daemon import run_agent
 from agent.main import build_agent, make_gpu_backend
 from agent.sources.gpu import BackendUnavailable, GpuBackend
 from agent.sources.sim import Fault, FaultKind, LoadPattern, SimBackend
+from collector.actions.config import BreakerConfig, RemediationConfig
 from collector.alerting.config import AlertingConfig
 from collector.alerting.routing import Route, Timing
 from collector.app import start_collector
@@ -51,7 +52,15 @@ class DemoFault:
     gpu: int = 3
     kind: FaultKind = FaultKind.POWER_BRAKE
     severity: float = 0.8
+    # With it, an XID that calls for a reboot, so remediation (dry-run) shows the node it would drain.
+    xid: int = 79
 
+
+# Dry-run: the log and `gpulse top` show "would drain" without touching anything. Half the demo's
+# hosts may be drained before the breaker trips, and the node is resumed 30 s after it is healthy.
+DEMO_REMEDIATION = RemediationConfig(
+    mode="dry-run", hold=30.0, cooldown=60.0, tick=1.0, breaker=BreakerConfig(max_fraction=0.5)
+)
 
 # Short timers, so the demo shows the page and its resolve within a few minutes.
 DEMO_ALERTING = AlertingConfig(route=Route("log", timing=Timing(group_wait=1.0, group_interval=5.0)))
@@ -98,6 +107,7 @@ async def run_demo(
         stale_after=30.0,
         alerting=DEMO_ALERTING,
         detect=DetectConfig(rules=rules) if rules else DetectConfig(),
+        remediation=DEMO_REMEDIATION,
     )
     collector = await start_collector(collector_config)
     target = f"127.0.0.1:{collector.grpc_port}"
@@ -132,7 +142,12 @@ async def run_demo(
     if faulty is not None and fault.after > 0:
         print(
             f"In {fault.after:.0f} s a {fault.kind.value} fault goes into {faulty.host_id} GPU {fault.gpu}: "
-            "watch for ALERT FIRING, then ALERT RESOLVED once it clears.",
+            "watch for ALERT FIRING, then ALERT RESOLVED once it clears"
+            + (
+                f"; with it XID {fault.xid}, and remediation (dry-run) says it would drain the node."
+                if fault.xid
+                else "."
+            ),
             flush=True,
         )
         injector = asyncio.create_task(_inject_later(faulty, fault), name="demo-fault")
@@ -150,6 +165,8 @@ async def run_demo(
 async def _inject_later(backend: SimBackend, fault: DemoFault) -> None:
     await asyncio.sleep(fault.after)
     backend.inject_now(Fault(fault.kind, fault.gpu, duration=fault.duration, severity=fault.severity))
+    if fault.xid:
+        backend.inject_now(Fault(FaultKind.XID, fault.gpu, duration=fault.duration, xid=fault.xid))
     print(
         f"gpulse demo: injected a {fault.kind.value} fault into {backend.host_id} GPU {fault.gpu} "
         f"for {fault.duration:.0f} s; the log receiver shows the alert, and its resolve once it clears.",

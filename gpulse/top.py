@@ -37,6 +37,7 @@ class Snapshot:
     fleet: Mapping[str, Any]
     alerts: Sequence[Mapping[str, Any]] | None
     source: str
+    remediation: Mapping[str, Any] | None = None  # None when the collector has no remediation API
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,13 @@ def fetch(client: Client) -> Snapshot:
         if exc.status != 404:
             raise
         alerts = None
-    return Snapshot(fleet, alerts, client.url)
+    try:
+        remediation: Mapping[str, Any] | None = client.request("/api/v1/remediation")
+    except HttpStatusError as exc:
+        if exc.status != 404:
+            raise
+        remediation = None
+    return Snapshot(fleet, alerts, client.url, remediation)
 
 
 @dataclass(slots=True)
@@ -209,12 +216,18 @@ def layout(
         severity = str(labels.get("severity", "?"))
         where = str(labels.get("host", "")) + (f"/{labels['gpu']}" if "gpu" in labels else "")
         since = _age(now - float(alert.get("starts_at") or now))
-        summary = str(alert.get("annotations", {}).get("summary", ""))
+        notes = alert.get("annotations", {})
+        summary = str(notes.get("summary", ""))
+        # The suggested action leads the summary where there is one: at 80 columns a fixed column would
+        # take the room the summary needs on every alert that has none.
+        action = str(notes.get("suggested_action", ""))
         name = str(labels.get("alertname", "?"))[:24]
+        summary = f"[{action}] {summary}" if action else summary
         text = f"{severity[:4].upper():<4} {name:<24} {where[:20]:<20} {since:>4} {summary}"
         lines.append(paint(_fit(text, width), _COLOURS["fail"] if severity == "critical" else _COLOURS["warn"]))
     if len(ordered) > len(shown_alerts):
         lines.append(_fit(f"  ... and {len(ordered) - len(shown_alerts)} more firing alerts", width))
+    lines += _remediation(snapshot.remediation, width, paint)
 
     if view.hosts:
         header, rows, styles = _host_table(hosts, by_host, by_gpu, view, now)
@@ -336,6 +349,25 @@ def _host_table(
         )
         styles.append(_COLOURS.get(worst, "") if worst != "ok" else "")
     return _HOST_HEADER, texts, styles
+
+
+def _remediation(snap: Mapping[str, Any] | None, width: int, paint: Callable[[str, str], str]) -> list[str]:
+    """The remediation block: mode, breaker, and every open action (pending approvals first)."""
+    if not snap or snap.get("mode", "off") == "off":
+        return []
+    breaker = snap.get("breaker", {})
+    head = f"REMEDIATION ({snap['mode']})"
+    if breaker.get("tripped"):
+        head += f" — BREAKER TRIPPED: {breaker.get('reason', '')} (gpulse remediation reset)"
+    lines = ["", paint(_fit(head, width), _BOLD)]
+    order = {"pending": 0, "approved": 1, "drained": 2, "dry_run": 3, "watching": 4}
+    for action in sorted(snap.get("open", []), key=lambda a: (order.get(str(a.get("state")), 9), a.get("id", ""))):
+        state = str(action.get("state", ""))
+        verb = {"dry_run": "would drain", "pending": "awaits approval", "approved": "approved"}.get(state, state)
+        hint = f"  (gpulse remediation approve {action.get('id')})" if state == "pending" else ""
+        text = f"{action.get('id', ''):<9} {verb:<16} {action.get('host', ''):<20} {action.get('reason', '')}{hint}"
+        lines.append(paint(_fit(text, width), _COLOURS["warn"] if state == "pending" else ""))
+    return lines
 
 
 def _fit(text: str, width: int) -> str:

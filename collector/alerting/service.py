@@ -21,7 +21,7 @@ from collector.alerting.config import AlertingConfig
 from collector.alerting.context import StoreContext
 from collector.alerting.dispatch import Dispatcher
 from collector.alerting.inhibit import Inhibitor
-from collector.alerting.lifecycle import AlertLifecycle
+from collector.alerting.lifecycle import AlertLifecycle, Enricher
 from collector.alerting.metrics import AlertingMetrics
 from collector.alerting.mute import Muter
 from collector.alerting.notify import Notifier
@@ -50,19 +50,21 @@ class AlertingService:
         clock: Clock = time.time,
         retry: RetryPolicy | None = None,
         receivers: dict[str, Receiver] | None = None,
+        annotate: Enricher | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.state = AlertingState(state_dir / STATE_FILE)
         self.metrics = AlertingMetrics(registry)
         self._store = store
+        self._annotate = annotate  # e.g. the suggested action, after the store's context
         self.dispatcher = Dispatcher(config.route, resend_intervals(config))
         self.lifecycle = AlertLifecycle(
             self.state,
             self.dispatcher,
             resolve_timeout=config.resolve_timeout,
             on_reject=lambda reason: self.metrics.alerts_rejected.labels(reason).inc(),
-            enrich=StoreContext(store, config.dashboard_url) if store is not None else None,
+            enrich=self._enricher(config),
         )
         self.silencer = Silencer(self.state, clock)
         self.inhibitor = self._inhibitor(config)
@@ -96,6 +98,17 @@ class AlertingService:
         if background:
             self._task = asyncio.create_task(self._run(), name="alerting")
 
+    def _enricher(self, config: AlertingConfig) -> Enricher:
+        steps: list[Enricher] = [StoreContext(self._store, config.dashboard_url)] if self._store is not None else []
+        steps += [self._annotate] if self._annotate is not None else []
+
+        def enrich(alert: Alert) -> Alert:
+            for step in steps:
+                alert = step(alert)
+            return alert
+
+        return enrich
+
     def _inhibitor(self, config: AlertingConfig) -> Inhibitor:
         return Inhibitor(config.inhibit_rules, self.lifecycle.firing, lambda: self.lifecycle.generation)
 
@@ -128,8 +141,7 @@ class AlertingService:
         self.inhibitor = self._inhibitor(config)
         self.muters["inhibition"] = self.inhibitor
         self.lifecycle.resolve_timeout = config.resolve_timeout
-        if self._store is not None:
-            self.lifecycle.enrich = StoreContext(self._store, config.dashboard_url)
+        self.lifecycle.enrich = self._enricher(config)
         self.config = config
         self._wake.set()  # a route that changed for alerts still waiting should act at once
         firing = len(self.lifecycle.firing())

@@ -547,6 +547,33 @@ def alerts_and_anomalies() -> dict[str, Any]:
                 instant=True,
             ),
             Panel(
+                "Remediation actions",
+                [
+                    (
+                        "sum by (action, outcome) (increase(gpulse_remediation_actions_total[$__rate_interval]))",
+                        "{{action}} {{outcome}}",
+                    )
+                ],
+                width=8,
+                description="Drains and resumes taken, dry-run, pending approval, skipped, failed, and blocked by"
+                " the circuit breaker.",
+            ),
+            Panel(
+                "Hosts held by remediation",
+                [("sum by (state) (gpulse_remediation_open_actions)", "{{state}}")],
+                "bargauge",
+                width=8,
+                instant=True,
+            ),
+            Panel(
+                "Remediation circuit breaker",
+                [("max(gpulse_remediation_breaker_tripped)", "tripped")],
+                "stat",
+                width=8,
+                options=_STAT,
+                description="1: all automatic actions stopped until `gpulse remediation reset`.",
+            ),
+            Panel(
                 "XID rate",
                 [
                     (

@@ -43,6 +43,7 @@ class LogReceiver:
                 gpu=alert.labels.get("gpu", ""),
                 summary=alert.annotations.get("summary", ""),
                 job=alert.annotations.get(context.JOB, ""),
+                suggested_action=alert.annotations.get("suggested_action", ""),
                 fingerprint=alert.fingerprint,
                 receiver=self.name,
             )

@@ -89,11 +89,16 @@ def custom_details(alert: Alert) -> dict[str, Any]:
         "model": notes.get(context.GPU_MODEL, ""),
         "pci_bus_id": notes.get(context.GPU_PCI_BUS_ID, ""),
     }
-    evidence = {k: v for k, v in notes.items() if k not in context.CONTEXT_KEYS and k not in ("summary", "description")}
+    evidence = {
+        k: v
+        for k, v in notes.items()
+        if k not in context.CONTEXT_KEYS and k not in ("summary", "description", "suggested_action")
+    }
     return {
         "host": alert.labels.get("host", ""),
         "gpu": gpu,
         "job": notes.get(context.JOB, ""),
+        "suggested_action": notes.get("suggested_action", ""),
         "evidence": evidence,
         "description": notes.get("description", ""),
         "dashboard": notes.get(context.DASHBOARD, ""),
