@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -21,6 +21,9 @@ from collector.exporters.remote_write import RemoteWriter
 from collector.http.app import build_app
 from collector.ingest.progress import ProgressBook, ProgressStore
 from collector.ingest.server import TelemetryService, add_telemetry_service
+from collector.ledger.api import routes as ledger_routes
+from collector.ledger.exposition import LedgerCollector
+from collector.ledger.service import LedgerService
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
@@ -49,6 +52,7 @@ class RunningCollector:
     alerting: AlertingService | None = None  # the AlertSink detection pushes into
     remote_writer: RemoteWriter | None = None
     detection: DetectionService | None = None
+    ledger: LedgerService | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
@@ -59,6 +63,8 @@ class RunningCollector:
             await self.detection.shutdown()
         if self.alerting is not None:
             await self.alerting.shutdown()
+        if self.ledger is not None:
+            await self.ledger.shutdown()
 
 
 async def start_collector(config: CollectorConfig) -> RunningCollector:
@@ -100,6 +106,12 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     service.observers.append(detection.engine)
     detection.start()
     app.add_routes(alerting_routes(alerting))
+    ledger = None
+    if config.ledger.enabled:
+        ledger = LedgerService(store, replace(config.ledger, path=config.ledger_path))
+        metrics.registry.register(LedgerCollector(ledger))
+        app.add_routes(ledger_routes(ledger))
+        ledger.start()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = config.http_listen.rpartition(":")
@@ -125,6 +137,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         alerting,
         remote_writer=remote_writer,
         detection=detection,
+        ledger=ledger,
     )
 
 
