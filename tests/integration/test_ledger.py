@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.kit import Pki, Service, metric_value, start_agent, start_collector, wait_for
 
@@ -50,3 +54,11 @@ def test_a_simulated_job_is_metered_exported_and_reported(tmp: Path, test_pki: P
     assert csv_out[0].startswith("model,gpu_hours") and any("H100" in line for line in csv_out[1:])
     bad = report("--from", "yesterday")
     assert bad.returncode == 2 and "ISO 8601" in bad.stderr
+    for query, reason in (
+        ("by=gpu", "by must be one of"),
+        ("from=soon", "Unix nanoseconds"),
+        ("from=9&to=1", "before"),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(collector.url(f"/api/v1/ledger/report?{query}"), timeout=10)
+        assert refused.value.code == 400 and reason in json.loads(refused.value.read())["error"]
