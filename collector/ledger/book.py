@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from collector.ledger.meter import Step
 
 HOUR_NS = 3600 * 10**9
@@ -109,56 +111,80 @@ class Ledger:
         self.dirty: set[tuple[str, str, str]] = set()
 
     def add(self, step: Step, contexts: list[RowContext], t_ns: list[int]) -> None:
-        """Book one metered step; ``contexts`` and ``t_ns`` are aligned with ``step.rows``."""
-        dt, energy, busy, idle = step.dt.tolist(), step.energy_j.tolist(), step.busy_s.tolist(), step.idle_s.tolist()
-        estimated, gap, reset = step.estimated_j.tolist(), step.gap.tolist(), step.reset.tolist()
-        power, sm = step.power_w.tolist(), step.sm.tolist()
+        """Book one metered step; ``contexts`` and ``t_ns`` are aligned with ``step.rows``.
+
+        Rows are summed per (host, model, owners) with numpy first, so the Python work is per job
+        rather than per GPU.
+        """
+        # Keyed by the owners tuple's identity: cheap to hash, and the service hands the same tuple
+        # to every GPU of a job; equal tuples that are not the same object only make more groups.
+        groups: dict[tuple[str, str, int], int] = {}
+        keys: list[tuple[str, str, tuple[Owner, ...]]] = []
+        gpus: list[set[int]] = []
+        times: list[int] = []
+        gid = np.empty(len(contexts), dtype=np.int64)
         for i, ctx in enumerate(contexts):
-            if dt[i] <= 0 and not ctx.owners:
+            g = groups.setdefault((ctx.host, ctx.model, id(ctx.owners)), len(groups))
+            if g == len(gpus):
+                keys.append((ctx.host, ctx.model, ctx.owners))
+                gpus.append(set())
+                times.append(t_ns[i])
+            gpus[g].add(ctx.gpu)
+            times[g] = max(times[g], t_ns[i])
+            gid[i] = g
+        n = len(groups)
+        gap_s = np.where(step.gap, step.dt, 0.0)
+
+        def total(values: np.ndarray) -> list[float]:
+            return np.bincount(gid, weights=values, minlength=n).tolist()
+
+        dt, busy, idle, energy = total(step.dt), total(step.busy_s), total(step.idle_s), total(step.energy_j)
+        estimated, gaps_s = total(step.estimated_j), total(gap_s)
+        gaps, resets = total(step.gap.astype(np.float64)), total(step.reset.astype(np.float64))
+        sm_s = total(np.where(step.sm, step.dt, 0.0))
+        peak = np.zeros(n)
+        np.maximum.at(peak, gid, np.nan_to_num(step.power_w))
+        peaks = peak.tolist()
+        for g, (host_id, model, owners) in enumerate(keys):
+            host = self.hosts.setdefault(host_id, [0.0] * len(HOST_COUNTERS))
+            host[0] += energy[g]
+            host[5] += gaps_s[g]
+            hour = times[g] - times[g] % HOUR_NS
+            if not owners:
+                host[4] += dt[g]
+                self._usage((hour, host_id, model, "", "", "", ""), (dt[g], busy[g], 0.0, energy[g], gaps_s[g]))
                 continue
-            host = self.hosts.setdefault(ctx.host, [0.0] * len(HOST_COUNTERS))
-            host[0] += energy[i]
-            gap_s = dt[i] if gap[i] else 0.0
-            host[5] += gap_s
-            hour = t_ns[i] - t_ns[i] % HOUR_NS
-            if not ctx.owners:
-                host[4] += dt[i]
-                self._usage((hour, ctx.host, ctx.model, "", "", "", ""), (dt[i], busy[i], 0.0, energy[i], gap_s))
-                continue
-            host[1] += dt[i]
-            host[2] += busy[i]
-            host[3] += idle[i]
-            share = 1.0 / len(ctx.owners)  # GPUs shared by several jobs split what they did evenly
-            part = (dt[i] * share, busy[i] * share, idle[i] * share, energy[i] * share, gap_s * share)
-            for owner in ctx.owners:
-                job = self._job(ctx, owner, t_ns[i])
-                job.last_ns = max(job.last_ns, t_ns[i])
+            host[1] += dt[g]
+            host[2] += busy[g]
+            host[3] += idle[g]
+            share = 1.0 / len(owners)  # GPUs shared by several jobs split what they did evenly
+            part = (dt[g] * share, busy[g] * share, idle[g] * share, energy[g] * share, gaps_s[g] * share)
+            for owner in owners:
+                job = self._job(host_id, model, owner, times[g])
+                job.last_ns = max(job.last_ns, times[g])
                 job.end_ns = None
-                job.gpus.add(ctx.gpu)
+                job.gpus |= gpus[g]
                 job.allocated_s += part[0]
                 job.busy_s += part[1]
                 job.idle_s += part[2]
                 job.energy_j += part[3]
-                job.estimated_j += estimated[i] * share
+                job.estimated_j += estimated[g] * share
                 job.gap_s += part[4]
-                job.gaps += int(gap[i])
-                job.resets += int(reset[i])
-                job.sm_s += part[0] if sm[i] else 0.0
-                if power[i] == power[i]:  # not NaN
-                    job.peak_w = max(job.peak_w, power[i])
+                job.gaps += int(gaps[g])
+                job.resets += int(resets[g])
+                job.sm_s += sm_s[g] * share
+                job.peak_w = max(job.peak_w, peaks[g])
                 self.dirty.add(job.key)
-                self._usage((hour, ctx.host, ctx.model, owner.kind, owner.id, owner.user, owner.account), part)
+                self._usage((hour, host_id, model, owner.kind, owner.id, owner.user, owner.account), part)
                 rolled = (part[3], part[0], part[1], part[2])
                 self.users.add(owner.user, rolled)
                 self.accounts.add(owner.account, rolled)
 
-    def _job(self, ctx: RowContext, owner: Owner, t_ns: int) -> JobRecord:
-        key = (ctx.host, owner.kind, owner.id)
+    def _job(self, host: str, model: str, owner: Owner, t_ns: int) -> JobRecord:
+        key = (host, owner.kind, owner.id)
         job = self.jobs.get(key)
         if job is None:
-            job = JobRecord(
-                ctx.host, owner.kind, owner.id, owner.name, owner.user, owner.account, ctx.model, t_ns, t_ns
-            )
+            job = JobRecord(host, owner.kind, owner.id, owner.name, owner.user, owner.account, model, t_ns, t_ns)
             self.jobs[key] = job
         return job
 

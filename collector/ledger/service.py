@@ -49,8 +49,10 @@ class LedgerService:
             self.ledger.jobs[job.key] = job
         self.saved = self.db.load_meters()
         self.row_uuid: dict[int, str] = {}
-        self.row_owners: dict[int, tuple[int, tuple[Owner, ...]]] = {}  # row -> (id of process list, owners)
+        # row -> (its process list, held so that `is` tells a replaced list; its context)
+        self.row_owners: dict[int, tuple[list[pb.GpuProcess], RowContext]] = {}
         self.current: dict[int, RowContext] = {}
+        self._interned: dict[tuple[Owner, ...], tuple[Owner, ...]] = {}
         self._columns = {
             name: store.gpu_columns.get(store.catalog.gpu(name).id) if _has(store, name) else None
             for name in ("energy_consumption", "power_usage", "utilization", _SM_ACTIVITY)
@@ -78,12 +80,15 @@ class LedgerService:
                     continue
                 processes = record.workloads.get(meta.index, [])
                 cached = self.row_owners.get(row)
-                if cached is None or cached[0] != id(processes):
-                    owners = owners_of(processes)
-                    if cached is not None and cached[1] != owners:
+                if cached is None or cached[0] is not processes:
+                    found = owners_of(processes)
+                    # One tuple per distinct set of owners, shared by its GPUs (the books group by it).
+                    owners = self._interned.setdefault(found, found)
+                    if cached is not None and cached[1].owners != owners:
                         restart.append(row)
-                    self.row_owners[row] = cached = (id(processes), owners)
-                ctx = RowContext(record.host_id, meta.model, meta.index, cached[1])
+                    cached = (processes, RowContext(record.host_id, meta.model, meta.index, owners))
+                    self.row_owners[row] = cached
+                ctx = cached[1]
                 self.current[row] = ctx
                 rows.append(row)
                 contexts.append(ctx)
@@ -149,6 +154,7 @@ class LedgerService:
             if row in self.current and self.meter.last_ns[row] > 0
         ]
         self.db.flush(self.ledger, meters)
+        self._interned.clear()  # bounded by the jobs of one flush interval; later tuples group afresh
 
     def start(self) -> None:
         if self.config.enabled and self._task is None:
