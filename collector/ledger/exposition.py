@@ -56,6 +56,12 @@ class LedgerCollector(Collector):
         for job in self.service.top_idle_jobs():
             top.add_metric([job.kind, job.job_id, job.user, job.host], job.idle_s)
         yield top
+        refused = CounterMetricFamily(
+            "gpulse_ledger_energy_readings_refused",
+            "Energy counter readings that rose faster than any GPU draws; power was used for those intervals.",
+        )
+        refused.add_metric([], self.service.energy_refused)
+        yield refused
 
 
 def _rollup(label: str, rollup: Rollup) -> Iterator[Metric]:

@@ -30,13 +30,23 @@ class Step:
     reset: BoolArray  # the energy counter went backwards (driver reload, reboot)
     power_w: FloatArray
     sm: BoolArray  # activity came from SM activity rather than utilisation
+    implausible: BoolArray  # the counter moved faster than any GPU draws: not believed, power used
 
 
 class GpuMeter:
     """Remembers each row's last sample time, energy counter and current low-activity run."""
 
-    def __init__(self, *, idle_threshold: float, idle_after: float, max_gap: float, capacity: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        idle_threshold: float,
+        idle_after: float,
+        max_gap: float,
+        max_watts: float = 5000.0,
+        capacity: int = 512,
+    ) -> None:
         self.idle_threshold = idle_threshold
+        self.max_watts = max_watts
         self.idle_after = idle_after
         self.max_gap = max_gap
         self.last_ns = np.zeros(capacity, dtype=np.int64)
@@ -88,6 +98,10 @@ class GpuMeter:
         reset = counted & (energy < prev_e)
         # After a reset the counter restarted within this interval, so its value is all this interval's.
         from_counter = np.where(reset, energy, energy - prev_e)
+        # A counter that jumps further than any GPU could draw in the interval is a bad reading, not
+        # energy: it would swamp every figure it lands in. Power stands in for it, as for no counter.
+        implausible = counted & (from_counter > self.max_watts * np.maximum(dt, 1.0))
+        counted &= ~implausible
         # No counter (unsupported, or missing at either end): power over the interval, never over a gap.
         can_estimate = ~counted & ~first & ~gap & np.isfinite(power)
         estimated = np.where(can_estimate, np.nan_to_num(power) * dt, 0.0)
@@ -121,4 +135,5 @@ class GpuMeter:
             reset=reset,
             power_w=power,
             sm=sm & known,
+            implausible=implausible,
         )

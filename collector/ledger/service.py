@@ -52,6 +52,7 @@ class LedgerService:
         # row -> (its process list, held so that `is` tells a replaced list; its context)
         self.row_owners: dict[int, tuple[list[pb.GpuProcess], RowContext]] = {}
         self.current: dict[int, RowContext] = {}
+        self.energy_refused = 0  # counter readings not believed (faster than max_watts)
         self._interned: dict[tuple[Owner, ...], tuple[Owner, ...]] = {}
         self._columns = {
             name: store.gpu_columns.get(store.catalog.gpu(name).id) if _has(store, name) else None
@@ -106,6 +107,10 @@ class LedgerService:
                 self._read(r, "utilization"),
             )
             self.ledger.add(step, contexts, t_ns)
+            refused = int(step.implausible.sum())
+            if refused:
+                self.energy_refused += refused
+                log.warning("implausible energy counter readings ignored", readings=refused)
         now_ns, grace_ns = int(now * 1e9), int(self.config.job_end_grace * 1e9)
         # A host that stopped sending holds nothing: its jobs end once the grace has passed.
         holding = {

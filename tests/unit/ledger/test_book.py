@@ -12,6 +12,7 @@ from collector.ledger.book import OTHER, Ledger, Owner, Rollup, RowContext
 from collector.ledger.exposition import LedgerCollector
 from collector.ledger.meter import GpuMeter
 from collector.ledger.report import Prices, summarise
+from protos.fields import CATALOG
 from tests.unit.ledger.harness import SimHost, ledger_for
 
 S = 10**9
@@ -126,3 +127,26 @@ def test_metrics_name_no_job_but_in_the_bounded_top_gauge(tmp_path: Path) -> Non
     assert len(lines) == 1 and lines[0].startswith("gpulse_ledger_top_idle_job_gpu_seconds{")
     assert 'gpulse_ledger_host_energy_joules_total{host="sim-w"}' in text
     assert 'gpulse_ledger_gpus{host="sim-w",state=' in text
+
+
+def test_a_counter_jumping_faster_than_any_gpu_is_refused_and_counted(tmp_path: Path) -> None:
+    host = SimHost("sim-x", gpus=1)
+    ledger = ledger_for(host, tmp_path / "l.sqlite")
+    host.attribute(0, "501")
+    host.run(60, ledger)
+    row = host.record.gpus[0].row
+    column = host.store.gpu_columns[CATALOG.gpu("energy_consumption").id]
+    host.sim._state[0].energy_j += 1e12  # a corrupt reading: a terajoule in a second
+    host.run(1, ledger)
+    assert host.store.gpu_values[row, column] > 1e12
+    host.sim._state[0].energy_j -= 1e12
+    host.run(60, ledger)
+    ledger.flush()
+    (job,) = ledger.db.jobs_between(0, 2**62)
+    assert job.energy_j == pytest.approx(host.true_j["501"], rel=0.01)
+    # The jump up, and the fall back to the true reading (which would read as a counter reset
+    # larger than the interval allows): both intervals take power instead.
+    assert ledger.energy_refused == 2
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(ledger))
+    assert "gpulse_ledger_energy_readings_refused_total 2.0" in generate_latest(registry).decode()
