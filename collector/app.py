@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -28,6 +28,9 @@ from collector.exporters.remote_write import RemoteWriter
 from collector.http.app import build_app
 from collector.ingest.progress import ProgressBook, ProgressStore
 from collector.ingest.server import TelemetryService, add_telemetry_service
+from collector.ledger.api import routes as ledger_routes
+from collector.ledger.exposition import LedgerCollector
+from collector.ledger.service import LedgerService
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
@@ -57,6 +60,7 @@ class RunningCollector:
     remote_writer: RemoteWriter | None = None
     detection: DetectionService | None = None
     remediation: RemediationService | None = None
+    ledger: LedgerService | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
@@ -69,6 +73,8 @@ class RunningCollector:
             await self.remediation.shutdown()
         if self.alerting is not None:
             await self.alerting.shutdown()
+        if self.ledger is not None:
+            await self.ledger.shutdown()
 
 
 async def start_collector(config: CollectorConfig) -> RunningCollector:
@@ -134,6 +140,13 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         started.append(detection.shutdown)
         app.add_routes(alerting_routes(alerting))
         app.add_routes(remediation_routes(remediation))
+        ledger = None
+        if config.ledger.enabled:
+            ledger = LedgerService(store, replace(config.ledger, path=config.ledger_path))
+            metrics.registry.register(LedgerCollector(ledger))
+            app.add_routes(ledger_routes(ledger))
+            ledger.start()
+            started.append(ledger.shutdown)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         started.append(runner.cleanup)
@@ -169,6 +182,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         remote_writer=remote_writer,
         detection=detection,
         remediation=remediation,
+        ledger=ledger,
     )
 
 

@@ -15,6 +15,7 @@ from collector.exporters.exposition.fleet import FORMATS
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
 from collector.ingest.server import IngestLimits
+from collector.ledger.config import LedgerConfig, parse_ledger
 from runtime.configfile import ConfigError, Section, load_toml
 from runtime.tls import TlsFiles
 
@@ -35,6 +36,12 @@ class CollectorConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)  # [detect]: rule files, evaluation interval
     remote_write: RemoteWriteConfig | None = None  # [remote_write]: push every frame to a receiver
     remediation: RemediationConfig = field(default_factory=RemediationConfig)  # [remediation]: off by default
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)  # [ledger]: jobs, energy, idle GPU-hours
+
+    @property
+    def ledger_path(self) -> Path:
+        """The job ledger's SQLite file (state backup includes it): ``[ledger] path``, under state_dir if relative."""
+        return self.state_dir / self.ledger.path
 
 
 def _host_port(section: Section, key: str, default: str) -> str:
@@ -98,6 +105,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         detect=parse_detect(root.section("detect")),
         remote_write=parse_remote_write(root.section("remote_write")),
         remediation=parse_remediation(root.section("remediation")),
+        ledger=parse_ledger(root.section("ledger")),
     )
     root.finish()
     return config

@@ -265,6 +265,7 @@ EXTERNAL_COMMANDS = {
     "backtest": "gpulse.trace_commands:add_commands",
     "silence": "gpulse.silences:add_parser",
     "remediation": "gpulse.remediation:add_parser",
+    "report": "gpulse.report:add_parser",
 }
 # `gpulse top`'s choices, kept here so that building the parser does not import the view.
 TOP_SORT_KEYS = ("health", "host", "temp", "power", "util", "mem")

@@ -679,12 +679,75 @@ def self_health() -> dict[str, Any]:
     )
 
 
+def efficiency() -> dict[str, Any]:
+    rate = "[$__rate_interval]"
+    return dashboard(
+        "gpulse-efficiency",
+        "gpulse / Efficiency",
+        "What the fleet's GPUs did for their cost: waste (idle allocated GPUs), energy, stranded capacity. "
+        "Numbers are defined in docs/efficiency.md; `gpulse report` gives the same by job, user or account.",
+        [],
+        [
+            Panel(
+                "Idle allocated GPUs (waste)",
+                [(f"sum(rate(gpulse_ledger_fleet_idle_gpu_seconds_total{rate}))", "idle allocated GPUs")],
+                description="GPUs held by a job but below [ledger] idle_threshold for longer than idle_after.",
+            ),
+            Panel(
+                "Allocated, busy and idle GPUs",
+                [
+                    (f"sum(rate(gpulse_ledger_fleet_allocated_gpu_seconds_total{rate}))", "allocated"),
+                    (f"sum(rate(gpulse_ledger_fleet_busy_gpu_seconds_total{rate}))", "busy"),
+                    (f"sum(rate(gpulse_ledger_fleet_unallocated_gpu_seconds_total{rate}))", "unallocated"),
+                ],
+            ),
+            Panel(
+                "Stranded capacity",
+                [('sum by (state) (gpulse_ledger_gpus{state=~"idle|unallocated"})', "{{state}}")],
+                description="GPUs that could run work now: unallocated, or allocated and idle.",
+            ),
+            Panel(
+                "Energy per host",
+                [(f"sum by (host) (rate(gpulse_ledger_host_energy_joules_total{rate}))", "{{host}}")],
+                unit="watt",
+            ),
+            Panel(
+                "Top idle jobs (running)",
+                [("topk(10, gpulse_ledger_top_idle_job_gpu_seconds)", "{{job_kind}} {{job_id}} {{user}} {{host}}")],
+                "table",
+                "s",
+                instant=True,
+            ),
+            Panel(
+                "Top idle users (last hour)",
+                [("topk(10, increase(gpulse_ledger_user_idle_gpu_seconds_total[1h]))", "{{user}}")],
+                "table",
+                "s",
+                instant=True,
+            ),
+            Panel(
+                "Energy by account (last hour)",
+                [("topk(10, increase(gpulse_ledger_account_energy_joules_total[1h]))", "{{account}}")],
+                "table",
+                "joule",
+                instant=True,
+            ),
+            Panel(
+                "Samples missing (gap GPU-seconds)",
+                [(f"sum(rate(gpulse_ledger_fleet_gap_gpu_seconds_total{rate})) or vector(0)", "GPUs in a gap")],
+                description="Intervals longer than max_gap: energy still comes from the counters; activity is unknown.",
+            ),
+        ],
+    )
+
+
 DASHBOARDS = {
     "gpulse-fleet.json": fleet,
     "gpulse-host.json": host_detail,
     "gpulse-gpu.json": gpu_detail,
     "gpulse-alerts.json": alerts_and_anomalies,
     "gpulse-self.json": self_health,
+    "gpulse-efficiency.json": efficiency,
 }
 
 

@@ -100,6 +100,7 @@ def test_dashboards_cover_the_views_the_issue_asks_for() -> None:
         "gpulse / GPU detail",
         "gpulse / Alerts and anomaly scores",
         "gpulse / gpulse's own health",
+        "gpulse / Efficiency",
     }
     fleet = json.loads((GRAFANA / "dashboards" / "gpulse-fleet.json").read_text())
     assert any(p["type"] == "status-history" and "health" in p["title"].lower() for p in fleet["panels"])
@@ -128,6 +129,8 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         test_pki,
         exposition={"formats": ["gpulse", "dcgm"]},
         remote_write={"url": sink, "flush_interval": 0.5},
+        # Every simulated GPU counts as idle within a second, so the efficiency panels have idle jobs.
+        ledger={"idle_threshold": 1.0, "idle_after": 1.0},
     )
     collector = Collector(
         "collector", config, tmp / "collector.log", ["collector"], grpc_port=grpc_port, http_port=http_port

@@ -89,14 +89,14 @@ timeout_seconds = 10
 
     pending = wait_for(lambda: json.loads(http_get(f"{url}/api/v1/remediation"))["pending"], what="a pending action")
     assert pending[0]["host"] == "node-1" and not calls.exists()
-    listed = gpulse("remediation", "--url", url, "list")
+    listed = gpulse("remediation", "list", "--url", url)
     assert pending[0]["id"] in listed.stdout and "pending" in listed.stdout
 
-    refused = gpulse("remediation", "--url", url, "approve", "nosuch")
+    refused = gpulse("remediation", "approve", "nosuch", "--url", url)
     assert refused.returncode == 2 and "404 no remediation action with id 'nosuch'" in refused.stderr
-    approved = gpulse("remediation", "--url", url, "approve", pending[0]["id"], "--by", "alice")
+    approved = gpulse("remediation", "approve", pending[0]["id"], "--by", "alice", "--url", url)
     assert approved.returncode == 0, approved.stderr
-    again = gpulse("remediation", "--url", url, "approve", pending[0]["id"])
+    again = gpulse("remediation", "approve", pending[0]["id"], "--url", url)
     assert again.returncode == 2 and "409" in again.stderr
 
     wait_for(lambda: calls.exists() and calls.read_text().strip(), what="the command to run")
@@ -119,5 +119,5 @@ timeout_seconds = 10
     assert refused_body.value.code == 400 and "body is not JSON" in refused_body.value.read().decode()
     assert metric_value(collector.metrics(), "gpulse_remediation_requests_refused_total", reason="bad_body") == 1
 
-    reset = gpulse("remediation", "--url", url, "reset")
+    reset = gpulse("remediation", "reset", "--url", url)
     assert reset.returncode == 0 and "was not tripped" in reset.stdout
