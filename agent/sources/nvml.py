@@ -114,6 +114,10 @@ GETTER_CALLS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nvmlDeviceGetCurrPcieLinkWidth", ("pcie_link_width",)),
 )
 
+# Newer getters and the names older drivers still answer to (ClocksEventReasons arrived in R535).
+_GETTER_FALLBACKS = {"nvmlDeviceGetCurrentClocksEventReasons": "nvmlDeviceGetCurrentClocksThrottleReasons"}
+_REASON_GETTERS = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
+
 _REASON_BITS = (
     ("clock_event_gpu_idle", "nvmlClocksEventReasonGpuIdle"),
     ("clock_event_applications_clocks", "nvmlClocksEventReasonApplicationsClocksSetting"),
@@ -402,8 +406,11 @@ class NvmlBackend:
                 unsupported.add(_FIELD_IDS[col])
         g.batch_ids = sorted(set(g.batch_ids))
         for getter, names in GETTER_CALLS:
+            older = _GETTER_FALLBACKS.get(getter)
             if _supported(nvml, functools.partial(self._call_getter, nvml, h, getter)):
                 g.getters.append((getter, names))
+            elif older and _supported(nvml, functools.partial(self._call_getter, nvml, h, older)):
+                g.getters.append((older, names))
             else:
                 unsupported.update(CATALOG.gpu(n).id for n in names)
         links = (
@@ -725,7 +732,7 @@ class NvmlBackend:
             return float(v.used), float(v.free), float(v.total)
         if name == "nvmlDeviceGetClockInfo":
             return (v * 1e6,)
-        if name == "nvmlDeviceGetCurrentClocksEventReasons":
+        if name in _REASON_GETTERS:
             return (float(v), *(float(bool(v & getattr(nvml, bit))) for _, bit in _REASON_BITS))
         if name == "nvmlDeviceGetFanSpeed":
             return (v / 100,)
@@ -733,12 +740,17 @@ class NvmlBackend:
 
 
 def _supported(nvml: Any, fn: Callable[[], Any]) -> bool:
+    """Whether a call works here; a driver too old to have the function counts as not supported."""
     try:
         fn()
     except nvml.NVMLError as exc:
-        if exc.value == nvml.NVML_ERROR_NOT_SUPPORTED:
+        if exc.value in (nvml.NVML_ERROR_NOT_SUPPORTED, getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", -1)):
             return False
         raise
+    except getattr(nvml, "NVMLLibraryMismatchError", ()):
+        # nvidia-ml-py raises this, not an NVMLError, when a versioned function (e.g.
+        # nvmlDeviceGetComputeRunningProcesses_v3, R510+) is missing from an older driver.
+        return False
     return True
 
 

@@ -1,0 +1,166 @@
+"""The nvml source through the real nvidia-ml-py and a C stub libnvidia-ml.so.1 (tests/fakes/nvml_stub).
+
+What the Python fake cannot show: nvidia-ml-py's library loading, function-pointer lookup, versioned
+structs and error mapping, against NVML's C ABI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pynvml
+import pytest
+
+from agent.sources.nvml import NvmlBackend
+from protos.fields import CATALOG
+from tests.fakes.nvml_stub import StubConfig, StubGpu, StubLibrary, build
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def col(name: str) -> int:
+    return CATALOG.gpu_ids.index(CATALOG.gpu(name).id)
+
+
+def opened(**kwargs: Any) -> NvmlBackend:
+    kwargs.setdefault("kmsg_path", None)
+    kwargs.setdefault("xid_wait_ms", 20)
+    kwargs.setdefault("budget_s", 5.0)
+    b = NvmlBackend(pynvml, **kwargs)
+    b.open()
+    return b
+
+
+@pytest.mark.parametrize(
+    ("gpu", "name", "memory_gib", "power_max", "links", "power_now"),
+    [
+        (StubGpu.h100, "NVIDIA H100 80GB HBM3", 80, 700.0, 18, 612.0),
+        (StubGpu.a100, "NVIDIA A100-SXM4-40GB", 40, 400.0, 12, 287.0),
+    ],
+)
+def test_h100_and_a100_inventories_and_readings_through_the_real_binding(
+    nvml_stub: StubConfig, gpu: Callable[[int], StubGpu], name: str, memory_gib: int, power_max: float, links: int,
+    power_now: float,
+) -> None:  # fmt: skip
+    nvml_stub.gpus = [gpu(0), gpu(1)]
+    nvml_stub.write()
+    b = opened()
+    try:
+        inv = b._gpus[0].info
+        assert (inv.name, inv.memory_total_bytes, inv.power_limit_max_watts) == (name, memory_gib * 2**30, power_max)
+        assert inv.nvlink_count == links and inv.driver_version == "550.90.07" and inv.cuda_version == "12.4"
+        assert inv.pci_bus_id == nvml_stub.gpus[0].values["pci"]  # bytes in nvmlPciInfo_t, text here
+        assert CATALOG.gpu("fan_speed").id in inv.unsupported_field_ids  # an SXM board has no fan
+        row = b.sample(time.time_ns())[1]
+        assert row[col("power_usage")] == pytest.approx(power_now)  # A100: the getter, H100: the field id
+        assert row[col("energy_consumption")] == pytest.approx(123_456.789)
+        assert row[col("nvlink_links_up")] == links and row[col("ecc_corrected_aggregate")] == 4
+        assert math.isnan(row[col("fan_speed")])
+    finally:
+        b.close()
+
+
+def test_a_lost_gpu_is_nan_and_an_event_and_the_other_goes_on(nvml_stub: StubConfig) -> None:
+    nvml_stub.gpus = [StubGpu.h100(0), StubGpu.h100(1)]
+    nvml_stub.write()
+    b = opened()
+    try:
+        b.sample(time.time_ns())
+        nvml_stub.gpus[1].values["lost"] = 1
+        nvml_stub.gpus[0].values["temperature"] = 71
+        nvml_stub.write()
+        rows = b.sample(time.time_ns())
+        assert all(math.isnan(v) for v in rows[1])
+        assert rows[0][col("temperature")] == 71
+        lost = [e.gpu_lost for e in b.drain_events() if e.WhichOneof("kind") == "gpu_lost"]
+        assert [e.gpu_index for e in lost] == [1] and "GPU is lost" in lost[0].reason
+        assert b.stats.gpus_lost == 1
+    finally:
+        b.close()
+
+
+def test_an_xid_event_arrives_in_under_a_second(nvml_stub: StubConfig) -> None:
+    b = opened(xid_wait_ms=500)  # the agent's default wait: the event must not wait for it to end
+    try:
+        assert b.xid_source == "nvml"
+        nvml_stub.xids.append((0, 79))
+        started = time.monotonic()
+        nvml_stub.write()
+        xids = []
+        while not xids and time.monotonic() - started < 5:
+            xids = [e.xid for e in b.drain_events() if e.WhichOneof("kind") == "xid"]
+            time.sleep(0.005)
+        took = time.monotonic() - started
+        assert [(x.gpu_index, x.xid, x.source) for x in xids] == [(0, 79, "nvml")]
+        assert took < 1.0, f"XID took {took:.3f} s"
+    finally:
+        b.close()
+
+
+def test_not_supported_timeout_and_a_slow_call_cost_only_their_own_values(nvml_stub: StubConfig) -> None:
+    gpu = nvml_stub.gpus[0]
+    del gpu.fields[pynvml.NVML_FI_DEV_MEMORY_TEMP]  # NOT_SUPPORTED through FieldValues' own code
+    nvml_stub.gpus.append(StubGpu.h100(1))
+    nvml_stub.write()
+    b = opened(budget_s=1.0)
+    try:
+        assert CATALOG.gpu("memory_temperature").id in b._gpus[0].info.unsupported_field_ids
+        gpu.errors["nvmlDeviceGetTemperature"] = pynvml.NVML_ERROR_TIMEOUT
+        nvml_stub.gpus[1].delays_ms["nvmlDeviceGetUtilizationRates"] = 3000  # stuck in the driver
+        nvml_stub.write()
+        started = time.monotonic()
+        rows = b.sample(time.time_ns())
+        assert time.monotonic() - started < 2.5  # the tick does not wait for the stuck GPU
+        assert math.isnan(rows[0][col("temperature")]) and rows[0][col("power_usage")] == pytest.approx(612)
+        assert math.isnan(rows[0][col("memory_temperature")])
+        assert all(math.isnan(v) for v in rows[1]) and b.stats.budget_exceeded >= 1
+    finally:
+        b.close()
+
+
+def test_nvml_calls_per_gpu_per_tick_match_benchmarks(nvml_stub: StubConfig, nvml_stub_lib: StubLibrary) -> None:
+    """BENCHMARKS.md: 10 calls per GPU on a fast tick (one FieldValues, nine getters), counted in C."""
+    nvml_stub.gpus = [StubGpu.h100(i) for i in range(8)]
+    nvml_stub.write()
+    b = opened(slow_every=10)
+    try:
+        b.sample(time.time_ns())  # the first tick is a slow one
+        nvml_stub_lib.reset()
+        b.sample(time.time_ns())
+        assert [nvml_stub_lib.calls(gpu=i) for i in range(8)] == [10] * 8
+        assert nvml_stub_lib.calls("nvmlDeviceGetFieldValues", gpu=3) == 1
+        for _ in range(8):
+            b.sample(time.time_ns())
+        nvml_stub_lib.reset()
+        b.sample(time.time_ns())  # tick 11: slow (processes + one batched per-link read)
+        assert [nvml_stub_lib.calls(gpu=i) for i in range(8)] == [12] * 8
+    finally:
+        b.close()
+
+
+def test_an_old_driver_lacking_newer_functions_degrades_to_not_supported(nvml_stub_cache: Path, tmp_path: Path) -> None:
+    """R470: no ComputeRunningProcesses_v3, ClocksEventReasons or EventSetWait_v2; nvidia-ml-py asks for them."""
+    lib = build(nvml_stub_cache, old_driver=True)
+    config = StubConfig(tmp_path / "old.conf", [StubGpu.a100(0)], driver="470.256.02", lib=lib)
+    config.gpus[0].values["clocks_event_reasons"] = int(pynvml.nvmlClocksEventReasonSwPowerCap)
+    config.write()
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.fakes.nvml_probe", "2"],
+        cwd=REPO, env=config.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.splitlines()[-1])  # the log goes to stdout too
+    assert "NVML XID events unavailable" in out.stdout
+    assert got["inventory"][0]["driver"] == "470.256.02"
+    assert "compute_processes" in got["unsupported"][0]  # recorded, not a crash
+    row = got["rows"][0]
+    assert row["clock_event_sw_power_cap"] == 1  # through the pre-R535 ThrottleReasons name
+    assert row["power_usage"] == pytest.approx(287) and row["compute_processes"] is None
+    assert got["xid_source"] == ""  # no event wait on this driver and no kernel log given
