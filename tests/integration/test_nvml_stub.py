@@ -164,3 +164,51 @@ def test_an_old_driver_lacking_newer_functions_degrades_to_not_supported(nvml_st
     assert row["clock_event_sw_power_cap"] == 1  # through the pre-R535 ThrottleReasons name
     assert row["power_usage"] == pytest.approx(287) and row["compute_processes"] is None
     assert got["xid_source"] == ""  # no event wait on this driver and no kernel log given
+
+
+def test_a_mig_gpu_reports_each_instance_memory_and_attributes_processes_to_it(
+    nvml_stub: StubConfig, tmp_path: Path
+) -> None:
+    from agent.sources.workload import WorkloadResolver, WorkloadTracker
+    from protos import telemetry_pb2 as pb
+
+    gpu = nvml_stub.gpus[0]
+    gpu.values.update({"mig": 1, "mig.count": 2, "procs": ""})
+    for slot, (gi, mem_total, mem_used, procs) in enumerate(
+        [(1, 40 * 2**30, 30 * 2**30, "1001:20000000000"), (2, 20 * 2**30, 5 * 2**30, "1002:5000000000")]
+    ):
+        gpu.values.update({
+            f"mig{slot}.uuid": f"MIG-5c1b0000-0000-4000-8000-00000000000{slot}",
+            f"mig{slot}.gi": gi, f"mig{slot}.ci": 0,
+            f"mig{slot}.memory_total": mem_total, f"mig{slot}.memory_used": mem_used,
+            f"mig{slot}.procs": procs,
+        })  # fmt: skip
+    nvml_stub.write()
+    b = opened()
+    try:
+        assert b._gpus[0].info.mig_mode
+        row = b.sample(time.time_ns())[0]
+        assert row[col("compute_processes")] == 2
+        migs = b.mig_instances()[0]
+        assert [(m.gpu_instance_id, m.memory_total_bytes, m.memory_used_bytes) for m in migs] == [
+            (1, 40 * 2**30, 30 * 2**30),
+            (2, 20 * 2**30, 5 * 2**30),
+        ]
+        procs = b.processes()[0]
+        assert [(p.pid, p.mig_uuid[-1], p.gpu_instance_id, p.used_memory_bytes) for p in procs] == [
+            (1001, "0", 1, 20_000_000_000),
+            (1002, "1", 2, 5_000_000_000),
+        ]
+        # Job attribution keeps the instance; both go out in the workload event.
+        proc_root = tmp_path / "proc"
+        for pid in (1001, 1002):
+            d = proc_root / str(pid)
+            d.mkdir(parents=True)
+            (d / "cgroup").write_text(f"0::/system.slice/slurmstepd.scope/job_{pid}/step_0/user/task_0\n")
+        resolved = WorkloadResolver(proc_root=proc_root, user_name=str).resolve(b.processes(), {0: "GPU-x"})
+        (event,) = WorkloadTracker().update(resolved, 1, 1, b.mig_instances())
+        sent = pb.Event.FromString(event.SerializeToString()).workload
+        assert [(p.workload.id, p.gpu_instance_id) for p in sent.processes] == [("1001", 1), ("1002", 2)]
+        assert [m.memory_used_bytes for m in sent.mig_instances] == [30 * 2**30, 5 * 2**30]
+    finally:
+        b.close()
