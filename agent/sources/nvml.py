@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import math
 import threading
 import time
@@ -358,7 +357,10 @@ class NvmlBackend:
     def _module(self) -> Any:
         if self._nvml is None:
             try:
-                self._nvml = importlib.import_module("pynvml")
+                # A plain import, not importlib's: `python -X importtime` sees only these.
+                import pynvml
+
+                self._nvml = pynvml
             except ImportError as exc:
                 raise BackendUnavailable(f"NVML bindings not installed (pip install nvidia-ml-py): {exc}") from exc
         return self._nvml
