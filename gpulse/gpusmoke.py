@@ -194,6 +194,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("gpu-smoke", help="compare what the nvml source reads with nvidia-smi on this machine")
     p.add_argument("--nvidia-smi", default="nvidia-smi", help="the nvidia-smi to compare with")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds nvidia-smi may take")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="compare with nvidia-smi -q -x and check every supported field has a value over --seconds",
+    )
+    p.add_argument("--seconds", type=float, default=60.0, help="how long --full samples at 1 Hz")
     p.set_defaults(func=_cmd_gpu_smoke)
 
 
@@ -202,6 +208,11 @@ def _cmd_gpu_smoke(args: argparse.Namespace) -> int:
     from agent.sources.nvml import NvmlBackend
 
     try:
+        if args.full:
+            from gpulse.gpusmoke_full import run_full
+
+            backend = NvmlBackend(kmsg_path=None)
+            return run_full(backend, seconds=args.seconds, nvidia_smi=args.nvidia_smi, timeout_s=args.timeout)
         return run_smoke(NvmlBackend(kmsg_path=None), nvidia_smi=args.nvidia_smi, timeout_s=args.timeout)
     except BackendUnavailable as exc:
         print(f"gpulse gpu-smoke: {exc}", file=sys.stderr)
