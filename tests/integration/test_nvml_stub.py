@@ -6,6 +6,7 @@ structs and error mapping, against NVML's C ABI.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -18,9 +19,18 @@ from typing import Any
 import pynvml
 import pytest
 
+from agent import config as agent_config
+from agent.daemon import run_agent
+from agent.gpu_watch import GpuWatch
+from agent.main import build_agent
+from agent.records import GpuInfo
 from agent.sources.nvml import NvmlBackend
+from agent.sources.workload import WorkloadResolver
+from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
 from tests.fakes.nvml_stub import StubConfig, StubGpu, StubLibrary, build
+from tests.kit import Pki, Service, http_get, metric_value, start_collector
+from tests.kit import agent_config as write_agent_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -212,3 +222,77 @@ def test_a_mig_gpu_reports_each_instance_memory_and_attributes_processes_to_it(
         assert [m.memory_used_bytes for m in sent.mig_instances] == [30 * 2**30, 5 * 2**30]
     finally:
         b.close()
+
+
+async def test_the_agent_over_the_stub_streams_health_xids_jobs_and_a_lost_gpu(
+    nvml_stub: StubConfig, tmp: Path, test_pki: Pki, services: list[Service]
+) -> None:
+    """The whole agent on the real binding to a real collector: health checks, the XID watch, attribution."""
+    collector = start_collector(tmp, test_pki)
+    services.append(collector)
+    nvml_stub.gpus = [StubGpu.h100(i) for i in range(3)]
+    nvml_stub.gpus[1].fields[(pynvml.NVML_FI_DEV_NVLINK_GET_STATE, 5)] = 0  # one NVLink link down
+    nvml_stub.gpus[2].values["procs"] = f"4242:{2**30}"
+    nvml_stub.write()
+    proc_root = tmp / "proc"
+    (proc_root / "4242").mkdir(parents=True)
+    cgroup = (REPO / "tests" / "fixtures" / "cgroup" / "crio-systemd-v2-besteffort").read_text()
+    (proc_root / "4242" / "cgroup").write_text(cgroup)
+    backend = NvmlBackend(pynvml, kmsg_path=None, slow_every=2, xid_wait_ms=100, budget_s=1.0, xid_window_s=1.0)
+    config = agent_config.load(
+        write_agent_config(tmp, test_pki, "stub-node", [collector.target], gpu={"source": "nvml"})
+    )
+    sent: list[pb.Event] = []
+
+    class Watch(GpuWatch):
+        def attribute(self, *args: Any, **kwargs: Any) -> list[pb.Event]:
+            events = super().attribute(*args, **kwargs)
+            sent.extend(events)  # what the sampler hands the shipper
+            return events
+
+    def watch(gpus: list[GpuInfo], field_ids: tuple[int, ...]) -> GpuWatch:
+        return Watch(gpus, field_ids, resolver=WorkloadResolver(proc_root=proc_root, user_name=str), slow_every=2)
+
+    sampler, shipper = build_agent(config, gpu=backend)
+    sampler._make_watch = watch
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(sampler, shipper, stop))
+
+    def metrics() -> str:
+        return http_get(collector.url("/metrics"))
+
+    def health(gpu: str, status: str) -> float | None:
+        return metric_value(metrics(), "gpulse_gpu_health_status", host="stub-node", gpu=gpu, status=status)
+
+    async def until(condition: Callable[[], object], what: str, within: float = 20.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    try:
+        await until(lambda: health("0", "ok") == 1, "GPU 0 healthy")
+        assert health("1", "fail") == 1  # the down link, read through the batched per-link FieldValues
+        assert metric_value(metrics(), "gpulse_gpu_power_usage_watts", host="stub-node", gpu="0") == 612
+        (p,) = sampler.gpu.processes()[2]
+        assert p.pid == 4242
+        nvml_stub.xids.append((0, 79))
+        nvml_stub.write()
+        await until(
+            lambda: metric_value(metrics(), "gpulse_gpu_xid_errors_total", host="stub-node", gpu="0", xid="79") == 1,
+            "the XID counted at the collector",
+        )
+        await until(lambda: health("0", "fail") == 1, "XID 79 fails GPU 0")
+        # The CRI-O container's process, attributed from its cgroup, as the workload event sent.
+        (event,) = [e.workload for e in sent if e.workload.gpu_index == 2]
+        assert [(p.pid, p.workload.kind, p.workload.container_id[:8]) for p in event.processes] == [
+            (4242, "kubernetes", "e4d3c2b1")
+        ]
+        nvml_stub.gpus[2].values["lost"] = 1
+        nvml_stub.write()
+        await until(lambda: health("2", "fail") == 1, "lost GPU 2 fails")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

@@ -2,7 +2,8 @@
  * A stub libnvidia-ml.so.1 for tests: NVML's C ABI (names, versioned variants, struct layouts and
  * return codes as in NVIDIA's nvml.h) answering from a text file instead of a GPU.
  *
- * The file named by $GPULSE_NVML_STUB holds `key=value` lines and is read again whenever it changes,
+ * Without that file nvmlInit answers DRIVER_NOT_LOADED, as the real library does on a host without
+ * the kernel module. The file named by $GPULSE_NVML_STUB holds `key=value` lines and is read again whenever it changes,
  * so a test can lose a GPU or queue an XID under a running agent:
  *
  *   driver=550.90.07          cuda=12040          gpus=2
@@ -40,6 +41,7 @@ enum {
     NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_NOT_SUPPORTED = 3,
     NVML_ERROR_NOT_FOUND = 6,
+    NVML_ERROR_DRIVER_NOT_LOADED = 9,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_TIMEOUT = 10,
     NVML_ERROR_GPU_IS_LOST = 15,
@@ -130,7 +132,13 @@ static void clear_config(void) {
 static void reload(void) {
     const char *path = getenv("GPULSE_NVML_STUB");
     struct stat st;
-    if (path == NULL || stat(path, &st) != 0) return;
+    if (path == NULL || stat(path, &st) != 0) {
+        /* No file: a library with no driver behind it (see nvmlInitWithFlags). */
+        clear_config();
+        loaded_path[0] = 0;
+        loaded_size = -1;
+        return;
+    }
     if (strcmp(path, loaded_path) == 0 && st.st_size == loaded_size && st.st_mtim.tv_sec == loaded_mtime.tv_sec &&
         st.st_mtim.tv_nsec == loaded_mtime.tv_nsec)
         return;
@@ -277,6 +285,10 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     nvmlReturn_t ret = enter("nvmlInitWithFlags", -1);
     if (ret != NVML_SUCCESS) return ret;
     pthread_mutex_lock(&lock);
+    if (loaded_path[0] == 0) {
+        pthread_mutex_unlock(&lock);
+        return NVML_ERROR_DRIVER_NOT_LOADED;
+    }
     for (int i = 0; i < MAX_GPUS; i++) {
         devices[i].gpu = i;
         devices[i].mig = -1;
