@@ -17,6 +17,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.records import GpuInfo, Rows
 from agent.sources.gpu import GpuBackend
@@ -122,8 +123,14 @@ def run_full(
     timeout_s: float = 60.0,
     out: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
+    agent_backend: GpuBackend | None = None,
+    agent_seconds: float = 60.0,
 ) -> int:
-    """Sample at 1 Hz for ``seconds``, compare one sample with ``nvidia-smi -q -x``, check coverage."""
+    """Sample at 1 Hz for ``seconds``, compare one sample with ``nvidia-smi -q -x``, check coverage.
+
+    With ``agent_backend``, then run the agent on it for ``agent_seconds`` against a local collector
+    and check every supported field of every GPU has a series at the collector.
+    """
     inventory = backend.open()
     samples: list[Rows] = []
     try:
@@ -147,4 +154,78 @@ def run_full(
         out(f"  GPU {c.gpu}: never read though supported: {', '.join(c.missing) or 'none'}")
         out(f"  GPU {c.gpu}: not supported by this GPU: {', '.join(c.unsupported) or 'none'}")
         failed = failed or bool(c.missing)
+    if agent_backend is not None:
+        import asyncio
+        import socket
+        import tempfile
+
+        host = socket.gethostname()
+        with tempfile.TemporaryDirectory(prefix="gpulse-gpu-smoke-") as tmp:
+            text = asyncio.run(agent_against_local_collector(agent_backend, agent_seconds, Path(tmp), host))
+        out(f"the agent for {agent_seconds:g} s against a local collector:")
+        for c in collector_coverage(inventory, text, host):
+            out(f"  GPU {c.gpu}: supported but no series at the collector: {', '.join(c.missing) or 'none'}")
+            failed = failed or bool(c.missing)
     return 1 if failed else 0
+
+
+def collector_coverage(inventory: list[GpuInfo], metrics_text: str, host: str) -> list[Coverage]:
+    """From the collector's /metrics after the agent streamed: supported fields with no series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seen: set[tuple[str, str]] = set()
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.labels.get("host") == host and "gpu" in s.labels and not math.isnan(s.value):
+                seen.add((s.name, s.labels["gpu"]))
+    out = []
+    for info in inventory:
+        unsupported = {CATALOG[fid].name for fid in info.unsupported_field_ids}
+        missing = [
+            CATALOG[fid].name
+            for fid in CATALOG.gpu_ids
+            if CATALOG[fid].name not in unsupported and (CATALOG[fid].metric_name, str(info.index)) not in seen
+        ]
+        out.append(Coverage(info.index, missing, sorted(unsupported)))
+    return out
+
+
+async def agent_against_local_collector(backend: GpuBackend, seconds: float, state_dir: Path, host: str) -> str:
+    """Run the agent on ``backend`` streaming over mTLS to a collector on 127.0.0.1; its /metrics after."""
+    import asyncio
+    import urllib.request
+
+    from agent.daemon import run_agent
+    from agent.main import build_agent
+    from collector.app import start_collector
+    from collector.config import CollectorConfig
+    from collector.trust import pki
+    from gpulse.demo import _agent_config
+    from runtime.tls import TlsFiles
+
+    pki_dir = state_dir / "pki"
+    pki.init_ca(pki_dir, name="gpulse gpu-smoke CA", days=1)
+    issued = pki.issue(pki_dir, role="collector", name="demo-collector", days=1)
+    collector = await start_collector(
+        CollectorConfig(
+            tls=TlsFiles(pki_dir / pki.CA_CERT, issued.cert, issued.key),
+            collector_id="demo-collector",
+            listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            state_dir=state_dir / "collector",
+        )
+    )
+    stop = asyncio.Event()
+    try:
+        config = _agent_config(pki_dir, host, f"127.0.0.1:{collector.grpc_port}", "nvml", None)
+        sampler, shipper = build_agent(config, gpu=backend)
+        task = asyncio.create_task(run_agent(sampler, shipper, stop))
+        await asyncio.sleep(seconds)
+        url = f"http://127.0.0.1:{collector.http_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return text
+    finally:
+        stop.set()
+        await collector.stop(grace=1.0)
