@@ -164,7 +164,8 @@ class Sampler:
             watch, gpu = self.watch, self.gpu
             try:
                 changes = await asyncio.wait_for(
-                    asyncio.to_thread(lambda: watch.attribute(now, gpu.processes())), timeout=self.interval * 0.8
+                    asyncio.to_thread(lambda: watch.attribute(now, gpu.processes(), gpu.mig_instances())),
+                    timeout=self.interval * 0.8,
                 )
             except (TimeoutError, GpuError, OSError) as exc:
                 log.warning("GPU process attribution failed", error=str(exc) or type(exc).__name__)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from agent.health import HealthChecker, HealthThresholds, HealthTracker
-from agent.records import GpuInfo, GpuProcessInfo, Rows
+from agent.records import GpuInfo, GpuProcessInfo, MigInstance, Rows
 from agent.sources.workload import KUBELET_POD_RESOURCES, PodResourcesClient, WorkloadResolver, WorkloadTracker
 from protos import telemetry_pb2 as pb
 
@@ -75,11 +75,16 @@ class GpuWatch:
         """Whether this tick reads processes (the first tick, then every ``slow_every``)."""
         return (self._ticks - 1) % self.slow_every == 0
 
-    def attribute(self, unix_ns: int, processes: dict[int, list[GpuProcessInfo]]) -> list[pb.Event]:
-        """Workload events for GPUs whose processes or their jobs changed. Blocking: /proc reads."""
+    def attribute(
+        self,
+        unix_ns: int,
+        processes: dict[int, list[GpuProcessInfo]],
+        mig: dict[int, list[MigInstance]] | None = None,
+    ) -> list[pb.Event]:
+        """Workload events for GPUs whose processes, their jobs or MIG layout changed. Blocking: /proc reads."""
         if self.resolver is not None:
             processes = self.resolver.resolve(processes, {g.index: g.uuid for g in self.gpus})
-        return self.workloads.update(processes, len(self.gpus), unix_ns)
+        return self.workloads.update(processes, len(self.gpus), unix_ns, mig)
 
 
 def default_gpu_watch(

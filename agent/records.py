@@ -61,3 +61,18 @@ class GpuProcessInfo:
     workload_name: str = ""
     workload_namespace: str = ""
     user: str = ""
+    container_id: str = ""
+    mig_uuid: str = ""  # the MIG instance it runs in; "" when MIG is off
+    gpu_instance_id: int = 0
+    compute_instance_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MigInstance:
+    """One MIG instance of a GPU and its own memory, from the slow tier."""
+
+    uuid: str
+    gpu_instance_id: int
+    compute_instance_id: int
+    memory_total_bytes: int
+    memory_used_bytes: int

@@ -198,6 +198,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--nvidia-smi", default="nvidia-smi", help="the nvidia-smi to compare with")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds nvidia-smi may take")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="compare with nvidia-smi -q -x and check every supported field has a value over --seconds",
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="how long --full samples at 1 Hz")
+    p.add_argument("--agent-seconds", type=float, default=60.0, help="how long --full runs the agent")
+    p.add_argument("--no-agent", action="store_true", help="--full without running the agent and a collector")
     p.set_defaults(func=_cmd_gpu_smoke)
 
 
@@ -206,6 +214,17 @@ def _cmd_gpu_smoke(args: argparse.Namespace) -> int:
     from agent.sources.nvml import NvmlBackend
 
     try:
+        if args.full:
+            from gpulse.gpusmoke_full import run_full
+
+            return run_full(
+                NvmlBackend(kmsg_path=None),
+                seconds=args.seconds,
+                nvidia_smi=args.nvidia_smi,
+                timeout_s=args.timeout,
+                agent_backend=None if args.no_agent else NvmlBackend(),
+                agent_seconds=args.agent_seconds,
+            )
         return run_smoke(NvmlBackend(kmsg_path=None), nvidia_smi=args.nvidia_smi, timeout_s=args.timeout)
     except BackendUnavailable as exc:
         print(f"gpulse gpu-smoke: {exc}", file=sys.stderr)

@@ -240,38 +240,62 @@ class SpoolDropEvent(_message.Message):
     def __init__(self, first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., records: _Optional[int] = ..., bytes: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WorkloadEvent(_message.Message):
-    __slots__ = ("gpu_index", "processes")
+    __slots__ = ("gpu_index", "processes", "mig_instances")
     GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    MIG_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     gpu_index: int
     processes: _containers.RepeatedCompositeFieldContainer[GpuProcess]
-    def __init__(self, gpu_index: _Optional[int] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ...) -> None: ...
+    mig_instances: _containers.RepeatedCompositeFieldContainer[MigInstance]
+    def __init__(self, gpu_index: _Optional[int] = ..., processes: _Optional[_Iterable[_Union[GpuProcess, _Mapping]]] = ..., mig_instances: _Optional[_Iterable[_Union[MigInstance, _Mapping]]] = ...) -> None: ...
 
 class GpuProcess(_message.Message):
-    __slots__ = ("pid", "name", "used_memory_bytes", "workload")
+    __slots__ = ("pid", "name", "used_memory_bytes", "workload", "mig_uuid", "gpu_instance_id", "compute_instance_id")
     PID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     USED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    MIG_UUID_FIELD_NUMBER: _ClassVar[int]
+    GPU_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     pid: int
     name: str
     used_memory_bytes: int
     workload: Workload
-    def __init__(self, pid: _Optional[int] = ..., name: _Optional[str] = ..., used_memory_bytes: _Optional[int] = ..., workload: _Optional[_Union[Workload, _Mapping]] = ...) -> None: ...
+    mig_uuid: str
+    gpu_instance_id: int
+    compute_instance_id: int
+    def __init__(self, pid: _Optional[int] = ..., name: _Optional[str] = ..., used_memory_bytes: _Optional[int] = ..., workload: _Optional[_Union[Workload, _Mapping]] = ..., mig_uuid: _Optional[str] = ..., gpu_instance_id: _Optional[int] = ..., compute_instance_id: _Optional[int] = ...) -> None: ...
+
+class MigInstance(_message.Message):
+    __slots__ = ("uuid", "gpu_instance_id", "compute_instance_id", "memory_total_bytes", "memory_used_bytes")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    GPU_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    gpu_instance_id: int
+    compute_instance_id: int
+    memory_total_bytes: int
+    memory_used_bytes: int
+    def __init__(self, uuid: _Optional[str] = ..., gpu_instance_id: _Optional[int] = ..., compute_instance_id: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ...) -> None: ...
 
 class Workload(_message.Message):
-    __slots__ = ("kind", "id", "name", "namespace", "user")
+    __slots__ = ("kind", "id", "name", "namespace", "user", "container_id")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     kind: str
     id: str
     name: str
     namespace: str
     user: str
-    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    container_id: str
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., user: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
 
 class InventoryChangeEvent(_message.Message):
     __slots__ = ("gpu", "what")

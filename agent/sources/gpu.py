@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent.records import GpuInfo, GpuProcessInfo, Rows
+from agent.records import GpuInfo, GpuProcessInfo, MigInstance, Rows
 from protos import telemetry_pb2 as pb
 
 
@@ -52,6 +52,10 @@ class GpuBackend(Protocol):
 
     def processes(self) -> dict[int, list[GpuProcessInfo]]:
         """Compute processes per GPU index (slow tier)."""
+        ...
+
+    def mig_instances(self) -> dict[int, list[MigInstance]]:
+        """MIG instances and their memory per GPU index, for GPUs with MIG on (slow tier)."""
         ...
 
     def drain_events(self) -> list[pb.Event]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import math
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import structlog
 
 from agent.hello import gpu_inventory
-from agent.records import GpuInfo, GpuProcessInfo, Row, Rows
+from agent.records import GpuInfo, GpuProcessInfo, MigInstance, Row, Rows
 from agent.sources.gpu import BackendUnavailable
 from agent.sources.xid import KmsgXidWatcher, NvmlXidWatcher, XidCoalescer
 from protos import telemetry_pb2 as pb
@@ -114,6 +113,10 @@ GETTER_CALLS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nvmlDeviceGetCurrPcieLinkWidth", ("pcie_link_width",)),
 )
 
+# Newer getters and the names older drivers still answer to (ClocksEventReasons arrived in R535).
+_GETTER_FALLBACKS = {"nvmlDeviceGetCurrentClocksEventReasons": "nvmlDeviceGetCurrentClocksThrottleReasons"}
+_REASON_GETTERS = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")
+
 _REASON_BITS = (
     ("clock_event_gpu_idle", "nvmlClocksEventReasonGpuIdle"),
     ("clock_event_applications_clocks", "nvmlClocksEventReasonApplicationsClocksSetting"),
@@ -181,6 +184,7 @@ class _Gpu:
     links: list[NvlinkState] = field(default_factory=list)
     links_sent: list[tuple[int, bool, float, float, float]] = field(default_factory=list)
     processes: list[GpuProcessInfo] = field(default_factory=list)
+    migs: list[MigInstance] = field(default_factory=list)
     slow: dict[str, float] = field(default_factory=dict)
     executor: ThreadPoolExecutor | None = None
     inflight: Future[Row] | None = None
@@ -299,6 +303,9 @@ class NvmlBackend:
     def processes(self) -> dict[int, list[GpuProcessInfo]]:
         return {g.index: list(g.processes) for g in self._gpus if g.processes and not g.lost}
 
+    def mig_instances(self) -> dict[int, list[MigInstance]]:
+        return {g.index: list(g.migs) for g in self._gpus if g.migs and not g.lost}
+
     def links(self) -> dict[int, list[NvlinkState]]:
         """Per-link NVLink state and counters per GPU, as of the last slow tick."""
         return {g.index: list(g.links) for g in self._gpus if g.links}
@@ -350,7 +357,10 @@ class NvmlBackend:
     def _module(self) -> Any:
         if self._nvml is None:
             try:
-                self._nvml = importlib.import_module("pynvml")
+                # A plain import, not importlib's: `python -X importtime` sees only these.
+                import pynvml
+
+                self._nvml = pynvml
             except ImportError as exc:
                 raise BackendUnavailable(f"NVML bindings not installed (pip install nvidia-ml-py): {exc}") from exc
         return self._nvml
@@ -402,8 +412,11 @@ class NvmlBackend:
                 unsupported.add(_FIELD_IDS[col])
         g.batch_ids = sorted(set(g.batch_ids))
         for getter, names in GETTER_CALLS:
+            older = _GETTER_FALLBACKS.get(getter)
             if _supported(nvml, functools.partial(self._call_getter, nvml, h, getter)):
                 g.getters.append((getter, names))
+            elif older and _supported(nvml, functools.partial(self._call_getter, nvml, h, older)):
+                g.getters.append((older, names))
             else:
                 unsupported.update(CATALOG.gpu(n).id for n in names)
         links = (
@@ -504,7 +517,9 @@ class NvmlBackend:
     def _read_slow(self, g: _Gpu, call: Callable[[Callable[[], Any]], Any]) -> None:
         nvml = self._nvml
         h = g.handle
-        if CATALOG.gpu("compute_processes").id not in g.unsupported:
+        if g.info.mig_mode:
+            self._read_mig(g, call)
+        elif CATALOG.gpu("compute_processes").id not in g.unsupported:
             procs = call(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h))
             if procs is not None:
                 g.processes = [
@@ -531,6 +546,45 @@ class NvmlBackend:
                 g.slow["nvlink_links_up"] = float(up)
                 g.slow["nvlink_links_down"] = float(len(g.links) - up)
                 self._report_links(g)
+
+    def _read_mig(self, g: _Gpu, call: Callable[[Callable[[], Any]], Any]) -> None:
+        """With MIG on, each instance is a device of its own: its memory, and the processes in it.
+
+        Asked per instance rather than on the whole GPU, whose process list carries instance ids only
+        for root and whose memory is the sum; an unprivileged agent still sees every instance this way.
+        """
+        nvml = self._nvml
+        h = g.handle
+        slots = call(lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(h)) or 0
+        migs: list[MigInstance] = []
+        processes: list[GpuProcessInfo] = []
+        for slot in range(int(slots)):
+            try:
+                mh = nvml.nvmlDeviceGetMigDeviceHandleByIndex(h, slot)
+            except nvml.NVMLError as exc:
+                if exc.value == nvml.NVML_ERROR_NOT_FOUND:
+                    continue  # an empty slot: no instance created there
+                self._raise_for(exc)
+                continue
+            uuid = _text(call(functools.partial(nvml.nvmlDeviceGetUUID, mh)) or "")
+            gi = int(call(functools.partial(nvml.nvmlDeviceGetGpuInstanceId, mh)) or 0)
+            ci = int(call(functools.partial(nvml.nvmlDeviceGetComputeInstanceId, mh)) or 0)
+            memory = call(functools.partial(nvml.nvmlDeviceGetMemoryInfo, mh))
+            if memory is not None:
+                migs.append(MigInstance(uuid, gi, ci, int(memory.total), int(memory.used)))
+            for p in call(functools.partial(nvml.nvmlDeviceGetComputeRunningProcesses, mh)) or []:
+                processes.append(
+                    GpuProcessInfo(
+                        pid=int(p.pid),
+                        used_memory_bytes=int(p.usedGpuMemory or 0),
+                        mig_uuid=uuid,
+                        gpu_instance_id=gi,
+                        compute_instance_id=ci,
+                    )
+                )
+        g.migs = migs
+        g.processes = processes
+        g.slow["compute_processes"] = float(len(processes))
 
     def _report_inventory(self, g: _Gpu, info: GpuInfo) -> None:
         changed = [
@@ -725,7 +779,7 @@ class NvmlBackend:
             return float(v.used), float(v.free), float(v.total)
         if name == "nvmlDeviceGetClockInfo":
             return (v * 1e6,)
-        if name == "nvmlDeviceGetCurrentClocksEventReasons":
+        if name in _REASON_GETTERS:
             return (float(v), *(float(bool(v & getattr(nvml, bit))) for _, bit in _REASON_BITS))
         if name == "nvmlDeviceGetFanSpeed":
             return (v / 100,)
@@ -733,12 +787,17 @@ class NvmlBackend:
 
 
 def _supported(nvml: Any, fn: Callable[[], Any]) -> bool:
+    """Whether a call works here; a driver too old to have the function counts as not supported."""
     try:
         fn()
     except nvml.NVMLError as exc:
-        if exc.value == nvml.NVML_ERROR_NOT_SUPPORTED:
+        if exc.value in (nvml.NVML_ERROR_NOT_SUPPORTED, getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", -1)):
             return False
         raise
+    except getattr(nvml, "NVMLLibraryMismatchError", ()):
+        # nvidia-ml-py raises this, not an NVMLError, when a versioned function (e.g.
+        # nvmlDeviceGetComputeRunningProcesses_v3, R510+) is missing from an older driver.
+        return False
     return True
 
 

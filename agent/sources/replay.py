@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agent.hello import gpu_info
-from agent.records import GpuInfo, GpuProcessInfo, Rows
+from agent.records import GpuInfo, GpuProcessInfo, MigInstance, Rows
 from agent.sources.gpu import BackendUnavailable
 from protos import telemetry_pb2 as pb
 from runtime.configfile import Section
@@ -144,6 +144,9 @@ class ReplayBackend:
             event.unix_ns = live_ns
             self._pending.append(event)
         self._played_to = position
+
+    def mig_instances(self) -> dict[int, list[MigInstance]]:
+        return {}  # no MIG here
 
     def processes(self) -> dict[int, list[GpuProcessInfo]]:
         return {}

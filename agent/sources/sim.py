@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.records import GpuInfo, GpuProcessInfo, Row, Rows
+from agent.records import GpuInfo, GpuProcessInfo, MigInstance, Row, Rows
 from protos import telemetry_pb2 as pb
 from protos.fields import CATALOG
 
@@ -191,6 +191,9 @@ class SimBackend:
     def drain_events(self) -> list[pb.Event]:
         events, self._events = self._events, []
         return events
+
+    def mig_instances(self) -> dict[int, list[MigInstance]]:
+        return {}  # no MIG here
 
     def processes(self) -> dict[int, list[GpuProcessInfo]]:
         out: dict[int, list[GpuProcessInfo]] = {}

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from agent.records import GpuProcessInfo
+from agent.records import GpuProcessInfo, MigInstance
 from protos import telemetry_pb2 as pb
 
 __all__ = [
@@ -162,9 +162,16 @@ class WorkloadResolver:
                 workload_name=workload.name,
                 workload_namespace=workload.namespace,
                 user=self.user_name(uid) if uid >= 0 else "",
+                container_id=workload.container_id,
             )
             self._cache[key] = cached
-        return replace(cached, used_memory_bytes=p.used_memory_bytes)
+        return replace(
+            cached,
+            used_memory_bytes=p.used_memory_bytes,
+            mig_uuid=p.mig_uuid,
+            gpu_instance_id=p.gpu_instance_id,
+            compute_instance_id=p.compute_instance_id,
+        )
 
     def _read(self, path: Path) -> str:
         return self._read_bytes(path).decode(errors="replace")
@@ -188,16 +195,33 @@ class WorkloadTracker:
     """Says when a GPU's set of processes or their workloads changed, as the WorkloadEvent to send."""
 
     def __init__(self) -> None:
-        self._last: dict[int, tuple[tuple[int, str, str, str, str], ...]] = {}
+        self._last: dict[int, tuple[tuple[object, ...], ...]] = {}
 
-    def update(self, processes: dict[int, list[GpuProcessInfo]], gpu_count: int, unix_ns: int) -> list[pb.Event]:
+    def update(
+        self,
+        processes: dict[int, list[GpuProcessInfo]],
+        gpu_count: int,
+        unix_ns: int,
+        mig: Mapping[int, list[MigInstance]] | None = None,
+    ) -> list[pb.Event]:
         events = []
         for gpu in range(gpu_count):
             procs = processes.get(gpu, [])
-            # Memory use moves every tick; a change of who runs there is what is worth an event.
-            key = tuple(
-                sorted((p.pid, p.workload_kind, p.workload_id, p.workload_name, p.workload_namespace) for p in procs)
-            )
+            instances = (mig or {}).get(gpu, [])
+            # Memory use moves every tick; a change of who runs there (or of the MIG layout) is worth an event.
+            who = [
+                (
+                    p.pid,
+                    p.workload_kind,
+                    p.workload_id,
+                    p.workload_name,
+                    p.workload_namespace,
+                    p.container_id,
+                    p.mig_uuid,
+                )
+                for p in procs
+            ]
+            key = (*sorted(who), *sorted(("mig", m.uuid) for m in instances))
             last = self._last.get(gpu)
             if last == key or (last is None and not key):
                 continue
@@ -218,9 +242,23 @@ class WorkloadTracker:
                                     name=p.workload_name,
                                     namespace=p.workload_namespace,
                                     user=p.user,
+                                    container_id=p.container_id,
                                 ),
+                                mig_uuid=p.mig_uuid,
+                                gpu_instance_id=p.gpu_instance_id,
+                                compute_instance_id=p.compute_instance_id,
                             )
                             for p in procs
+                        ],
+                        mig_instances=[
+                            pb.MigInstance(
+                                uuid=m.uuid,
+                                gpu_instance_id=m.gpu_instance_id,
+                                compute_instance_id=m.compute_instance_id,
+                                memory_total_bytes=m.memory_total_bytes,
+                                memory_used_bytes=m.memory_used_bytes,
+                            )
+                            for m in instances
                         ],
                     ),
                 )

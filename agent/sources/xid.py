@@ -184,6 +184,16 @@ class NvmlXidWatcher:
         self._event_set = nvml.nvmlEventSetCreate()
         for handle in handles.values():
             nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, self._event_set)
+        # One wait that cannot block: a driver without nvmlEventSetWait_v2 fails here, at start, so the
+        # backend falls back to the kernel log instead of a watcher that errs on every wait.
+        try:
+            self._first = nvml.nvmlEventSetWait(self._event_set, 0)
+        except nvml.NVMLError as exc:
+            if exc.value != nvml.NVML_ERROR_TIMEOUT:
+                with contextlib.suppress(nvml.NVMLError):
+                    nvml.nvmlEventSetFree(self._event_set)
+                raise
+            self._first = None
         self._thread = threading.Thread(target=self._run, name="gpulse-xid-nvml", daemon=True)
 
     @staticmethod
@@ -210,7 +220,7 @@ class NvmlXidWatcher:
         nvml = self.nvml
         while not self._stop.is_set():
             try:
-                data = nvml.nvmlEventSetWait(self._event_set, self.wait_ms)
+                data, self._first = self._first or nvml.nvmlEventSetWait(self._event_set, self.wait_ms), None
             except nvml.NVMLError as exc:
                 if exc.value == nvml.NVML_ERROR_TIMEOUT:
                     continue

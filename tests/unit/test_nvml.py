@@ -314,7 +314,9 @@ def test_constructs_with_no_arguments_over_the_real_bindings() -> None:
     try:
         gpus = backend.open()
     except BackendUnavailable as exc:  # no driver here: a clear startup error, not a traceback
-        assert "libnvidia-ml.so.1 was not found" in str(exc)
+        # Where an earlier test loaded the stub libnvidia-ml.so.1 into this process, the library is
+        # found and, with no stub configuration, answers as a host without the kernel module.
+        assert "libnvidia-ml.so.1 was not found" in str(exc) or "kernel driver is not loaded" in str(exc)
     else:  # a machine with the NVIDIA driver
         assert gpus and all(g.uuid.startswith(("GPU-", "MIG-")) for g in gpus)
     finally:

@@ -144,3 +144,43 @@ def test_pod_resources_name_the_pod_on_each_gpu(kubelet: Path, tmp_path: Path) -
 def test_pod_resources_absent_socket_costs_nothing(tmp_path: Path) -> None:
     client = PodResourcesClient(tmp_path / "missing.sock")
     assert client.gpu_pods() == {} and client.calls == 0
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cgroup"
+FIXTURE_POD = "7b1c2a3e-4d5f-4a6b-8c9d-0e1f2a3b4c5d"
+CONTAINERD_ID = "9a8f6e3b2c1d0e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f"
+CRIO_ID = "e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "container"),
+    [
+        ("containerd-systemd-v2-guaranteed", CONTAINERD_ID),
+        ("containerd-systemd-v2-burstable", CONTAINERD_ID),
+        ("containerd-cgroupfs-v1", CONTAINERD_ID),
+        ("crio-systemd-v2-besteffort", CRIO_ID),
+        ("crio-systemd-v1", CRIO_ID),
+        ("crio-cgroupfs-v2", CRIO_ID),
+    ],
+)
+def test_container_and_pod_from_containerd_and_crio_cgroups_are_sent(
+    tmp_path: Path, fixture: str, container: str
+) -> None:
+    from agent.sources.workload import WorkloadTracker
+    from protos import telemetry_pb2 as pb
+
+    make_proc(tmp_path, 4242, cgroup=(FIXTURES / fixture).read_text())
+    resolved = WorkloadResolver(proc_root=tmp_path, user_name=str).resolve(
+        {0: [GpuProcessInfo(4242, 2**30)]}, {0: "GPU-a"}
+    )
+    p = resolved[0][0]
+    assert (p.workload_kind, p.workload_id, p.container_id) == ("kubernetes", FIXTURE_POD, container)
+    # What goes on the wire, parsed back as the collector would.
+    (event,) = WorkloadTracker().update(resolved, 1, 1)
+    sent = pb.Event.FromString(event.SerializeToString()).workload.processes[0]
+    assert (sent.pid, sent.workload.kind, sent.workload.id, sent.workload.container_id) == (
+        4242,
+        "kubernetes",
+        FIXTURE_POD,
+        container,
+    )
