@@ -18,7 +18,10 @@ from collector.config import CollectorConfig
 from collector.detect.service import DetectionService
 from collector.exporters.exposition import EventTallies, FleetExposition
 from collector.exporters.remote_write import RemoteWriter
+from collector.http.access import access_middleware
 from collector.http.app import build_app
+from collector.http.metrics import HttpMetrics
+from collector.http.site import GuardedSite
 from collector.ingest.progress import ProgressBook, ProgressStore
 from collector.ingest.server import TelemetryService, add_telemetry_service
 from collector.selfmetrics import CollectorMetrics
@@ -28,7 +31,9 @@ from collector.trust.handshakes import StderrHandshakeWatcher
 from collector.trust.revocation import RevocationList
 from runtime import logs
 from runtime.lifecycle import Lifecycle
+from runtime.listener import ConnectionGuard
 from runtime.transport import server_options
+from runtime.webconfig import WatchedWebConfig
 
 log = structlog.get_logger("gpulse.collector")
 
@@ -83,16 +88,25 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     server = grpc.aio.server(options=server_options(4 * config.limits.max_message_bytes))
     add_telemetry_service(service, server)
     certificates = ServerCertificates(config.tls, expiry=metrics.certificate_expiry.set)
-    grpc_port = server.add_secure_port(config.listen, certificates.credentials())
+    try:
+        grpc_port = server.add_secure_port(config.listen, certificates.credentials())
+    except RuntimeError:
+        grpc_port = 0  # gRPC says only "Failed to bind"; the port is the likely cause, so name it
     if grpc_port == 0:
-        raise OSError(f"cannot listen for gRPC on {config.listen}")
+        port = config.listen.rpartition(":")[2]
+        raise OSError(f"cannot listen for gRPC on {config.listen}: port {port} is in use or the address is not local")
     await server.start()
     if remote_writer is not None:
         remote_writer.start()
     exposition = FleetExposition(
         store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
     )
-    app = build_app(store, exposition, metrics)
+    http_metrics = HttpMetrics(metrics.registry)
+    web_config = WatchedWebConfig(
+        config.web.config_file, on_reload=lambda result, _: http_metrics.web_config_reloads.labels(result).inc()
+    )
+    access = access_middleware(web_config, config.web, on_refused=http_metrics.refuse)
+    app = build_app(store, exposition, metrics, middlewares=[access])
     alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
     await alerting.start()
     # Detection reads the store each tick and hears of hard-fault events the moment they are applied.
@@ -100,16 +114,24 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     service.observers.append(detection.engine)
     detection.start()
     app.add_routes(alerting_routes(alerting))
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=config.web.limits.idle_timeout)
     await runner.setup()
     host, _, port = config.http_listen.rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
+    guard = ConnectionGuard(config.web.limits, on_drop=http_metrics.refuse)
+    site = GuardedSite(runner, host.strip("[]"), int(port), guard, ssl_context=web_config.context)
+    try:
+        await site.start()
+    except OSError:
+        # Let go of what started before, so the process ends with the one message that matters.
+        await runner.cleanup()
+        await server.stop(0)
+        raise
     http_port = runner.addresses[0][1]
+    scheme = "https" if web_config.context is not None else "http"
     log.info(
         "collector listening",
         grpc=f"{config.listen.rpartition(':')[0]}:{grpc_port}",
-        http=f"http://{host}:{http_port}/metrics",
+        http=f"{scheme}://{host}:{http_port}/metrics",
         collector_id=config.collector_id,
     )
     return RunningCollector(

@@ -12,6 +12,7 @@ from collector.detect.config import DetectConfig, parse_detect
 from collector.exporters.exposition.fleet import FORMATS
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
+from collector.http.config import WebSettings, parse_web
 from collector.ingest.server import IngestLimits
 from runtime.configfile import ConfigError, Section, load_toml
 from runtime.tls import TlsFiles
@@ -32,6 +33,7 @@ class CollectorConfig:
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)  # [detect]: rule files, evaluation interval
     remote_write: RemoteWriteConfig | None = None  # [remote_write]: push every frame to a receiver
+    web: WebSettings = field(default_factory=WebSettings)  # [web]: TLS, users and roles of the HTTP port
 
 
 def _host_port(section: Section, key: str, default: str) -> str:
@@ -80,12 +82,13 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
     level = log.choice("level", ("debug", "info", "warning", "error"), "info")
     log.finish()
     formats = _exposition_formats(root.section("exposition"))
+    http_listen = _host_port(root, "http_listen", "127.0.0.1:9410")
     config = CollectorConfig(
         tls=tls_files,
         crl=crl,
         collector_id=root.get("collector_id", str, "") or socket.gethostname(),
         listen=_host_port(root, "listen", "0.0.0.0:7443"),
-        http_listen=_host_port(root, "http_listen", "127.0.0.1:9410"),
+        http_listen=http_listen,
         state_dir=root.get("state_dir", Path, Path("/var/lib/gpulse/collector")),
         stale_after=root.positive("stale_after", 120.0),
         limits=ingest,
@@ -94,6 +97,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         alerting=parse_alerting(root.section("alerting")),
         detect=parse_detect(root.section("detect")),
         remote_write=parse_remote_write(root.section("remote_write")),
+        web=parse_web(root.section("web"), http_listen),
     )
     root.finish()
     return config

@@ -22,6 +22,7 @@ PARSERS = {
         "collector/alerting/receivers/*.py",
         "collector/detect/config.py",
         "collector/exporters/remote_write.py",
+        "collector/http/config.py",
     ],
 }
 LOADERS = {"agent": agent_config.parse, "collector": collector_config.parse}
