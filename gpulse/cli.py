@@ -11,6 +11,7 @@ from pathlib import Path
 from runtime import __version__, logs
 from runtime.configfile import ConfigError
 from runtime.lifecycle import run_service, run_until_signalled
+from runtime.private import keep_private
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -20,6 +21,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     config = agent_config.load(args.config)
     logs.configure(config.log_level)
+    keep_private(config.state_dir)
     try:
         run_service(lambda lc: run(config, lc.stop, lifecycle=lc, reload_config=lambda: agent_config.load(args.config)))
     except BackendUnavailable as exc:
@@ -34,6 +36,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 
     config = collector_config.load(args.config)
     logs.configure(config.log_level)
+    keep_private(config.state_dir)
     run_service(lambda lc: run_collector(config, lc.stop, lc, args.config))
     return 0
 
