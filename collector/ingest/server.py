@@ -16,13 +16,14 @@ from typing import Protocol
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from collector.ingest.acks import AckSlot, AckTicker
 from collector.ingest.decode import decode_frame
 from collector.ingest.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ingest.ratelimit import TokenBucket
 from collector.ingest.skew import ClockSkew
+from collector.ingest.text import clean_message
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore, HostRecord
 from collector.trust.identity import IdentityError, PeerIdentity, peer_identity
@@ -223,6 +224,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         if not first.HasField("hello"):
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello", "the first message must be a hello")
         hello = first.hello
+        self._clean(hello, identity.host_id)
         if hello.host_id != identity.host_id:
             raise _Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -287,7 +289,16 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             if watermark is not None:
                 await context.write(pb.CollectorMessage(ack=pb.Ack(seq=watermark)))
 
+    def _clean(self, message: Message, host_id: str) -> None:
+        """Cut and strip the agent's strings before anything reads them (see collector/ingest/text.py)."""
+        changed = clean_message(message)
+        if changed:
+            self.metrics.text_cleaned.inc(changed)
+            log.warning("agent text cut or stripped of control characters", host_id=host_id, fields=changed)
+
     def _process(self, record: HostRecord, progress: StreamProgress, message: pb.AgentMessage) -> None:
+        if message.HasField("event"):
+            self._clean(message.event, record.host_id)
         seq = message.seq
         if seq == 0:
             self.metrics.frames_rejected.labels("bad_seq").inc()
