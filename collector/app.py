@@ -14,12 +14,14 @@ from aiohttp import web
 from collector import config as collector_config
 from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
+from collector.audit.log import AuditLog
 from collector.config import CollectorConfig
 from collector.detect.service import DetectionService
 from collector.exporters.exposition import EventTallies, FleetExposition
 from collector.exporters.remote_write import RemoteWriter
 from collector.http.access import access_middleware
 from collector.http.app import build_app
+from collector.http.audited import audit_middleware
 from collector.http.metrics import HttpMetrics
 from collector.http.site import GuardedSite
 from collector.ingest.progress import ProgressBook, ProgressStore
@@ -36,6 +38,7 @@ from runtime.transport import server_options
 from runtime.webconfig import WatchedWebConfig
 
 log = structlog.get_logger("gpulse.collector")
+AUDIT_FILE = "audit.jsonl"  # under state_dir
 
 
 @dataclass
@@ -54,6 +57,7 @@ class RunningCollector:
     alerting: AlertingService | None = None  # the AlertSink detection pushes into
     remote_writer: RemoteWriter | None = None
     detection: DetectionService | None = None
+    audit: AuditLog | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
@@ -102,11 +106,21 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
     )
     http_metrics = HttpMetrics(metrics.registry)
+    audit = AuditLog(
+        config.state_dir / AUDIT_FILE, on_record=lambda record: metrics.audit_records.labels(record.action).inc()
+    )
+
+    def _web_reloaded(result: str) -> None:
+        http_metrics.web_config_reloads.labels(result).inc()
+        where = str(config.web.config_file)
+        audit.record(actor="local", source="local", action="web_config.reload", object=where, result=result)
+
     web_config = WatchedWebConfig(
         config.web.config_file, on_reload=lambda result, _: http_metrics.web_config_reloads.labels(result).inc()
     )
     access = access_middleware(web_config, config.web, on_refused=http_metrics.refuse)
-    app = build_app(store, exposition, metrics, middlewares=[access])
+    # Audit outside access, so refused writes are recorded too.
+    app = build_app(store, exposition, metrics, middlewares=[audit_middleware(audit), access])
     alerting = AlertingService(config.alerting, config.state_dir, metrics.registry, store=store)
     await alerting.start()
     # Detection reads the store each tick and hears of hard-fault events the moment they are applied.
@@ -147,6 +161,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         alerting,
         remote_writer=remote_writer,
         detection=detection,
+        audit=audit,
     )
 
 
@@ -199,8 +214,10 @@ async def run_collector(
                 summary = await reload_collector(running, collector_config.load(config_path))
             except Exception:
                 running.metrics.config_reloads.labels("failure").inc()
+                _audit_local(running, "config.reload", str(config_path), "failure")
                 raise
             running.metrics.config_reloads.labels("success").inc()
+            _audit_local(running, "config.reload", str(config_path), "success")
             return summary
 
         lifecycle.on_reload(reload)
@@ -217,6 +234,11 @@ async def run_collector(
         log.info("collector stopping")
         await running.stop()
         handshakes.stop()
+
+
+def _audit_local(running: RunningCollector, action: str, what: str, result: str) -> None:
+    if running.audit is not None:
+        running.audit.record(actor="local", source="local", action=action, object=what, result=result)
 
 
 def _handshake_refused(metrics: CollectorMetrics, reason: str, detail: str) -> None:

@@ -39,6 +39,12 @@ class CollectorMetrics:
             ["reason"],
             registry=r,
         )
+        self.audit_records = Counter(
+            "gpulse_collector_audit_records",
+            "Records appended to the audit log, by action.",
+            ["action"],
+            registry=r,
+        )
         self.text_cleaned = Counter(
             "gpulse_collector_agent_text_cleaned",
             "Strings from agents cut to their limit or stripped of control characters before use.",

@@ -100,12 +100,12 @@ def access_middleware(
                 status=401,
                 headers={"WWW-Authenticate": 'Basic realm="gpulse"'},
             )
+        request[PRINCIPAL] = principal  # the audit record names who was refused, too
         if request.method in WRITE_METHODS and not may_write(principal, settings):
             reason = "read_only" if settings.read_only else "forbidden"
             on_refused(reason)
             message = "this collector is read-only" if settings.read_only else f"{principal.name} has no write role"
             return web.json_response({"error": message}, status=403)
-        request[PRINCIPAL] = principal
         return await handler(request)
 
     return middleware

@@ -69,7 +69,7 @@ def clean_message(message: Message) -> int:
                 setattr(message, field.name, fixed)
                 changed += 1
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 continue  # no maps in the wire contract today
             items = value if field.is_repeated else [value]
             for item in items:

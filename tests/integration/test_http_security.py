@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import aiohttp
 import bcrypt
 import pytest
 
+from collector.audit.log import verify
 from tests.kit import ROOT, Pki, Service, collector_config, start_collector, wait_for
 
 PASSWORDS = {"reader": "read-secret-4711", "writer": "write-secret-0815"}
@@ -95,6 +97,17 @@ async def test_tls_and_basic_auth_give_readers_reads_and_only_writers_writes(
             await response.read()
     for secret in PASSWORDS.values():
         assert secret not in collector.log()
+    # Every write, allowed or refused, is in the audit log, with who and from where.
+    records = [json.loads(line) for line in (tmp / "collector-state" / "audit.jsonl").read_text().splitlines()]
+    writes = [(r["actor"], r["action"], r["result"]) for r in records]
+    assert ("reader", "silence.add", "denied 403") in writes
+    assert ("unauthenticated", "silence.add", "denied 401") in writes
+    assert ("reader", "alert.post", "denied 403") in writes
+    assert ("writer", "silence.add", "success 201") in writes
+    assert all(r["source"] == "127.0.0.1" and r["request_id"] for r in records)
+    assert verify(line for line in (tmp / "collector-state" / "audit.jsonl").read_text().splitlines()) == (4, "")
+    status, text = await call(f"{base}/metrics", tls, user="reader")
+    assert 'gpulse_collector_audit_records_total{action="silence.add"} 3.0' in text
 
 
 async def test_the_web_config_is_re_read_when_it_changes(tmp: Path, test_pki: Pki, services: list[Service]) -> None:

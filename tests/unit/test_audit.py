@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from collector.audit.log import AuditLog, verify
+from tests.kit import ROOT
+
+
+def write(path: Path, count: int) -> AuditLog:
+    audit = AuditLog(path, clock=lambda: 1_800_000_000.0)
+    for i in range(count):
+        audit.record(actor="alice", source="10.0.0.7", action="silence.add", object=f"s-{i}", result="success 201")
+    return audit
+
+
+def gpulse_verify(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpulse.cli", "audit", "verify", str(path)], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_an_intact_chain_verifies_and_continues_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 3)
+    write(path, 2)  # a restarted collector chains on from the last record
+    assert verify(path.read_text().splitlines()) == (5, "")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    result = gpulse_verify(path)
+    assert result.returncode == 0 and "ok (5 records" in result.stdout
+
+
+def test_an_edited_record_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 5)
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["actor"] = "mallory"
+    lines[2] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    result = gpulse_verify(path)
+    assert result.returncode == 1
+    assert "TAMPERED at record 3" in result.stdout and "altered" in result.stdout
+
+
+def test_a_removed_record_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 5)
+    lines = path.read_text().splitlines()
+    del lines[1]
+    path.write_text("\n".join(lines) + "\n")
+    checked, problem = verify(path.read_text().splitlines())
+    assert checked == 2 and "record 2 is missing" in problem
+
+
+def test_a_rewritten_chain_from_a_removed_record_on_still_fails(tmp_path: Path) -> None:
+    # Renumbering after a deletion without the hashes is caught by the hash; with them, by `prev`.
+    path = tmp_path / "audit.jsonl"
+    write(path, 3)
+    lines = path.read_text().splitlines()
+    second = json.loads(lines[2])
+    second["seq"] = 2
+    path.write_text("\n".join([lines[0], json.dumps(second)]) + "\n")
+    checked, problem = verify(path.read_text().splitlines())
+    assert checked == 2 and problem
