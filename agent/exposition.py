@@ -106,10 +106,11 @@ def _family(
 
 def serve(source: SampleSource, listen: str, web_config: Path | None = None) -> Callable[[], None]:
     """Serve /metrics on ``listen`` ('host:port') from a thread; returns the function that stops it."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
     from agent.metrics_server import MetricsServer
 
+    disable_created_metrics()  # process-wide; the _created series only double the counters
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentMetrics(source))
     server = MetricsServer(lambda: generate_latest(registry), listen, web_config=web_config).start()

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import structlog
 from aiohttp import web
+from prometheus_client import disable_created_metrics
 
 from collector import config as collector_config
 from collector.alerting.api import routes as alerting_routes
@@ -30,6 +31,7 @@ from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
 from collector.trust.handshakes import StderrHandshakeWatcher
+from collector.trust.identity import TrustedIssuers
 from collector.trust.revocation import RevocationList
 from runtime import logs
 from runtime.lifecycle import Lifecycle
@@ -71,6 +73,9 @@ class RunningCollector:
 
 
 async def start_collector(config: CollectorConfig) -> RunningCollector:
+    # prometheus_client's switch is process-wide: the _created series double every counter's
+    # series and no dashboard reads them.
+    disable_created_metrics()
     store = FleetStore()
     metrics = CollectorMetrics()
     metrics.shard.labels(config.collector_id).set(1)
@@ -86,6 +91,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         progress=ProgressBook(ProgressStore(config.state_dir / "ingest-progress.sqlite")),
         observers=[tallies, *([remote_writer] if remote_writer else [])],
         revocation=revocation,
+        issuers=TrustedIssuers(config.tls.ca),
     )
     # gRPC's own ceiling sits above ours: below it, an oversized message is refused by the servicer
     # with a reason and a count; gRPC's limit only guards memory against the absurd.
@@ -189,6 +195,7 @@ async def reload_collector(running: RunningCollector, config: CollectorConfig) -
         running.revocation.refresh(force=True)
     running.certificates.use(config.tls)  # the next handshake loads them if they changed
     running.service.limits = config.limits
+    running.service.issuers = TrustedIssuers(config.tls.ca)
     if running.detection is not None:
         running.detection.reload()  # rule files also reload by themselves when they change
     logs.configure(config.log_level)
