@@ -97,8 +97,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         )
         return 2
     kind = kind or infer_kind(path)
+    from runtime.tlscheck import tls_problems
+
     if kind == "agent":
-        agent_config.load(path)
+        agent = agent_config.load(path)
+        if not args.no_tls and _report_tls(path, tls_problems(agent.tls, host_id=agent.host_id)):
+            return 2
         print(f"{path}: ok (agent config)")
         return 0
     # The detection engine (numpy) is loaded only here, for the kinds that have rules.
@@ -109,10 +113,18 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({len(rules.rules)} rules)")
         return 0
     config = collector_config.load(path)
+    if not args.no_tls and _report_tls(path, tls_problems(config.tls)):
+        return 2
     # The rule files it names are checked as the collector would load them at start.
     rules = check_rules(config.detect.rules)
     print(f"{path}: ok (collector config; {len(rules.rules)} rules from {', '.join(rules.sources)})")
     return 0
+
+
+def _report_tls(path: Path, problems: list[str]) -> bool:
+    for problem in problems:
+        print(f"gpulse check-config: {path}: TLS: {problem}", file=sys.stderr)
+    return bool(problems)
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
@@ -184,6 +196,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE")
     p.add_argument("file", type=Path, nargs="?")
+    p.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="skip the TLS files (by default: readable, key matches, valid now, from the CA, naming the host)",
+    )
     p.set_defaults(func=_cmd_check_config)
 
     for registrar in _registrars(command):
