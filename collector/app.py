@@ -16,6 +16,7 @@ from collector import config as collector_config
 from collector.alerting.api import routes as alerting_routes
 from collector.alerting.service import AlertingService
 from collector.audit.log import AuditLog
+from collector.audit.refusals import RefusalSummary
 from collector.config import CollectorConfig
 from collector.detect.service import DetectionService
 from collector.exporters.exposition import EventTallies, FleetExposition
@@ -60,6 +61,7 @@ class RunningCollector:
     remote_writer: RemoteWriter | None = None
     detection: DetectionService | None = None
     audit: AuditLog | None = None
+    refusals: RefusalSummary | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.grpc_server.stop(grace)
@@ -70,6 +72,8 @@ class RunningCollector:
             await self.detection.shutdown()
         if self.alerting is not None:
             await self.alerting.shutdown()
+        if self.refusals is not None:
+            self.refusals.flush()
 
 
 async def start_collector(config: CollectorConfig) -> RunningCollector:
@@ -79,6 +83,10 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     store = FleetStore()
     metrics = CollectorMetrics()
     metrics.shard.labels(config.collector_id).set(1)
+    audit = AuditLog(
+        config.state_dir / AUDIT_FILE, on_record=lambda record: metrics.audit_records.labels(record.action).inc()
+    )
+    refusals = RefusalSummary(audit)
     tallies = EventTallies()
     remote_writer = RemoteWriter(config.remote_write, store, metrics.registry) if config.remote_write else None
     revocation = RevocationList(config.crl, config.tls.ca)
@@ -92,6 +100,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         observers=[tallies, *([remote_writer] if remote_writer else [])],
         revocation=revocation,
         issuers=TrustedIssuers(config.tls.ca),
+        on_refused=refusals.refused,
     )
     # gRPC's own ceiling sits above ours: below it, an oversized message is refused by the servicer
     # with a reason and a count; gRPC's limit only guards memory against the absurd.
@@ -112,9 +121,6 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         store, stale_after=config.stale_after, formats=config.exposition_formats, tallies=tallies
     )
     http_metrics = HttpMetrics(metrics.registry)
-    audit = AuditLog(
-        config.state_dir / AUDIT_FILE, on_record=lambda record: metrics.audit_records.labels(record.action).inc()
-    )
 
     def _web_reloaded(result: str) -> None:
         http_metrics.web_config_reloads.labels(result).inc()
@@ -168,6 +174,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         remote_writer=remote_writer,
         detection=detection,
         audit=audit,
+        refusals=refusals,
     )
 
 
@@ -211,7 +218,7 @@ async def run_collector(
     config_path: Path | None = None,
 ) -> None:
     running = await start_collector(config)
-    handshakes = StderrHandshakeWatcher(lambda reason, detail: _handshake_refused(running.metrics, reason, detail))
+    handshakes = StderrHandshakeWatcher(lambda reason, detail: _handshake_refused(running, reason, detail))
     handshakes.start()
     if lifecycle is not None and config_path is not None:
 
@@ -248,7 +255,9 @@ def _audit_local(running: RunningCollector, action: str, what: str, result: str)
         running.audit.record(actor="local", source="local", action=action, object=what, result=result)
 
 
-def _handshake_refused(metrics: CollectorMetrics, reason: str, detail: str) -> None:
-    # Runs on the stderr pump thread; prometheus_client counters are thread-safe.
-    metrics.streams_refused.labels(reason).inc()
+def _handshake_refused(running: RunningCollector, reason: str, detail: str) -> None:
+    # Runs on the stderr pump thread; prometheus_client counters and the audit summary are thread-safe.
+    running.metrics.streams_refused.labels(reason).inc()
+    if running.refusals is not None:
+        running.refusals.refused(reason)
     log.warning("stream refused", reason=reason, error=f"TLS handshake failed: {detail}")

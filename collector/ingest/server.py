@@ -112,6 +112,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         monotonic: Callable[[], float] = time.monotonic,
         progress: ProgressBook | None = None,
         issuers: Callable[[], Sequence[x509.Certificate]] | None = None,
+        on_refused: Callable[[str, str], None] = lambda reason, peer: None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -126,6 +127,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self._active: dict[str, object] = {}  # host_id -> token of its newest stream
         self.revocation = revocation
         self.issuers = issuers  # the CA bundle a client certificate must be issued by directly
+        self.on_refused = on_refused  # told (reason, peer) of every refusal: the audit log's summary
         self.monotonic = monotonic
         self._logged: dict[tuple[str, str], float] = {}  # (peer address, reason) -> when last logged
         for reason in REFUSAL_REASONS:
@@ -137,6 +139,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         so 500 hosts with an expired certificate do not flood the log but each is named."""
         self.metrics.streams_refused.labels(refusal.reason).inc()
         peer = where.get("peer", where.get("host_id", "")).rpartition(":")[0] or where.get("host_id", "")
+        self.on_refused(refusal.reason, peer)
         key, now = (peer, refusal.reason), self.monotonic()
         if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
             if len(self._logged) > 10_000:

@@ -44,5 +44,7 @@ def test_a_leaf_minted_by_a_ca_client_certificate_is_refused(tmp: Path, test_pki
         grpc.channel_ready_future(channel).result(timeout=2)
     wait_for(lambda: refused(collector, "plaintext") >= 1, 10, what="the plaintext client counted")
     assert refused(collector, "tls_version") == 0
+    audit = tmp / "collector-state" / "audit.jsonl"
+    wait_for(lambda: audit.exists() and "stream.refused" in audit.read_text(), what="refusals in the audit log")
     lines = [line for line in collector.log().splitlines() if line.strip()]
     assert lines and all(json.loads(line) for line in lines), "a line of the log is not JSON"

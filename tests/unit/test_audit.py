@@ -66,3 +66,26 @@ def test_a_rewritten_chain_from_a_removed_record_on_still_fails(tmp_path: Path) 
     path.write_text("\n".join([lines[0], json.dumps(second)]) + "\n")
     checked, problem = verify(path.read_text().splitlines())
     assert checked == 2 and problem
+
+
+def test_refused_streams_are_summed_into_one_record_a_minute(tmp_path: Path) -> None:
+    from collector.audit.refusals import RefusalSummary
+
+    now = [0.0]
+    path = tmp_path / "audit.jsonl"
+    summary = RefusalSummary(AuditLog(path), monotonic=lambda: now[0])
+    summary.refused("expired", "10.0.0.1")  # the first is written at once
+    for i in range(500):
+        summary.refused("expired", f"10.0.0.{i % 20}")
+    summary.refused("plaintext", "10.0.0.99")
+    assert len(path.read_text().splitlines()) == 1
+    now[0] = 61.0
+    summary.refused("expired", "10.0.0.2")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["action"] for r in records] == ["stream.refused", "stream.refused"]
+    assert json.loads(records[0]["object"]) == {"expired": 1}
+    assert json.loads(records[1]["object"]) == {"expired": 501, "plaintext": 1}
+    assert len(records[1]["source"].split(",")) == 10  # the first few peers, not all
+    summary.flush()
+    assert len(path.read_text().splitlines()) == 2  # nothing pending
+    assert verify(path.read_text().splitlines()) == (2, "")
