@@ -47,11 +47,25 @@ def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_install_into_a_scratch_root(tmp_path: Path) -> None:
+    trusted = tmp_path / "trusted-ca"
+    pki.init_ca(trusted, days=2)
+    pki.issue(trusted, role="agent", name="gpu-01", days=2)
+    pki.issue(trusted, role="collector", name="col-1", days=2)
+    # What reaches the GPU host is a copy without the CA key.
     ca_dir = tmp_path / "ca"
-    pki.init_ca(ca_dir, days=2)
+    shutil.copytree(trusted, ca_dir)
+    (ca_dir / pki.CA_KEY).unlink()
     root = tmp_path / "root"
-    result = install(root, "--role", "both", "--ca-dir", str(ca_dir), "--host", "gpu-01", "--collector-name", "col-1")
+    result = install(
+        root, "--role", "both", "--ca-dir", str(ca_dir), "--host", "gpu-01", "--collector-name", "col-1",
+        "--collector", "col-1.internal:7443", "--collector", "col-2.internal:7443",
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    agent_toml = (root / "etc/gpulse/agent.toml").read_text()
+    assert 'host_id = "gpu-01"' in agent_toml
+    assert 'targets = ["col-1.internal:7443", "col-2.internal:7443"]' in agent_toml
+    missing = install(tmp_path / "root2", "--ca-dir", str(ca_dir), "--host", "gpu-02")
+    assert missing.returncode != 0 and "gpulse pki issue DIR --agent gpu-02" in missing.stderr
 
     # gpulse in its own virtualenv, with a working command.
     gpulse = root / "opt/gpulse/venv/bin/gpulse"
@@ -104,10 +118,10 @@ def test_install_into_a_scratch_root(tmp_path: Path) -> None:
 
     # Running it again upgrades in place and keeps what the operator edited.
     edited = root / "etc/gpulse/agent.toml"
-    edited.write_text(edited.read_text().replace('host_id = "gpu-node-01"', 'host_id = "gpu-01"'))
+    edited.write_text(edited.read_text().replace("interval = 1.0", "interval = 2.0"))
     again = install(root, "--role", "agent", "--ca-dir", str(ca_dir), "--host", "gpu-01")
     assert again.returncode == 0, again.stderr
-    assert 'host_id = "gpu-01"' in edited.read_text() and "keeping existing" in again.stdout
+    assert "interval = 2.0" in edited.read_text() and "keeping existing" in again.stdout
 
 
 def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
