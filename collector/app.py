@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     refusals = RefusalSummary(audit)
     tallies = EventTallies()
     remote_writer = RemoteWriter(config.remote_write, store, metrics.registry) if config.remote_write else None
-    revocation = RevocationList(config.crl, config.tls.ca)
+    revocation = RevocationList(config.crl, config.tls.ca, on_reload=_audited(audit, "crl.reload", str(config.crl)))
     service = TelemetryService(
         store=store,
         metrics=metrics,
@@ -106,7 +107,11 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     # with a reason and a count; gRPC's limit only guards memory against the absurd.
     server = grpc.aio.server(options=server_options(4 * config.limits.max_message_bytes))
     add_telemetry_service(service, server)
-    certificates = ServerCertificates(config.tls, expiry=metrics.certificate_expiry.set)
+    certificates = ServerCertificates(
+        config.tls,
+        expiry=metrics.certificate_expiry.set,
+        on_rotation=_audited(audit, "certificate.rotate", str(config.tls.cert)),
+    )
     try:
         grpc_port = server.add_secure_port(config.listen, certificates.credentials())
     except RuntimeError:
@@ -192,7 +197,9 @@ async def reload_collector(running: RunningCollector, config: CollectorConfig) -
     everything as it was. Firing alerts keep their state and stay with the receiver that paged them
     until they resolve; queued notifications and silences carry over (docs/alerting.md, "Reloading").
     """
-    revocation = RevocationList(config.crl, config.tls.ca) if config.crl != running.revocation.path else None
+    on_reload = running.revocation.on_reload
+    changed = config.crl != running.revocation.path
+    revocation = RevocationList(config.crl, config.tls.ca, on_reload=on_reload) if changed else None
     alerting = running.alerting.reload(config.alerting) if running.alerting is not None else ""
     if revocation is not None:
         running.revocation = revocation
@@ -248,6 +255,15 @@ async def run_collector(
         log.info("collector stopping")
         await running.stop()
         handshakes.stop()
+
+
+def _audited(audit: AuditLog, action: str, what: str) -> Callable[[str], None]:
+    """A callback that records a local event (a reload seen on disk) with its result."""
+
+    def record(result: str) -> None:
+        audit.record(actor="local", source="local", action=action, object=what, result=result)
+
+    return record
 
 
 def _audit_local(running: RunningCollector, action: str, what: str, result: str) -> None:

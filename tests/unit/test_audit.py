@@ -89,3 +89,17 @@ def test_refused_streams_are_summed_into_one_record_a_minute(tmp_path: Path) -> 
     summary.flush()
     assert len(path.read_text().splitlines()) == 2  # nothing pending
     assert verify(path.read_text().splitlines()) == (2, "")
+
+
+def test_crl_reloads_are_told_to_the_audit_log(tmp_path: Path) -> None:
+    from collector.trust import pki
+    from collector.trust.revocation import RevocationList
+
+    pki.init_ca(tmp_path, days=2)
+    crl, _ = pki.revoke(tmp_path)
+    seen: list[str] = []
+    revocation = RevocationList(crl, tmp_path / pki.CA_CERT, on_reload=seen.append)
+    pki.revoke(tmp_path, serial=1234)
+    assert revocation.refresh(force=True) and seen == ["success"]
+    crl.write_text("not a CRL")
+    assert not revocation.refresh(force=True) and seen == ["success", "failure"]
