@@ -69,6 +69,7 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         serial = int(args.serial, 0) if args.serial else None
         crl, revoked = pki.revoke(args.dir, name=name, serial=serial, role=role, days=args.days)
         what = f"serial {revoked:x} revoked" if revoked is not None else "re-signed"
+        _pki_audit(args.dir, "pki.revoke", f"{role} {name or ''} serial {revoked or '-'}".strip())
         print(f"{crl}: {what}; collectors with tls.crl = {str(crl)!r} refuse it from their next check")
         return 0
     if args.pki_command == "init":
@@ -77,8 +78,20 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         return 0
     role, name = ("agent", args.agent) if args.agent else ("collector", args.collector)
     issued = pki.issue(args.dir, role=role, name=name, sans=args.san, days=args.days)
+    _pki_audit(args.dir, "pki.issue", f"{role} {name}")
     print(f"{role} certificate: {issued.cert}\n{role} key:         {issued.key} (mode 0600)")
     return 0
+
+
+def _pki_audit(directory: Path, action: str, what: str) -> None:
+    """Issuing and revoking are recorded beside the CA, in the same hash-chained format as the collector's."""
+    import getpass
+
+    from collector.audit.log import AuditLog
+
+    AuditLog(directory / "audit.jsonl").record(
+        actor=getpass.getuser(), source="local", action=action, object=what, result="success"
+    )
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

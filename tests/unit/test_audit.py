@@ -103,3 +103,14 @@ def test_crl_reloads_are_told_to_the_audit_log(tmp_path: Path) -> None:
     assert revocation.refresh(force=True) and seen == ["success"]
     crl.write_text("not a CRL")
     assert not revocation.refresh(force=True) and seen == ["success", "failure"]
+
+
+def test_pki_issue_and_revoke_are_recorded_beside_the_ca(tmp_path: Path) -> None:
+    from gpulse.cli import main
+
+    assert main(["pki", "init", str(tmp_path)]) == 0
+    assert main(["pki", "issue", str(tmp_path), "--agent", "gpu-3"]) == 0
+    assert main(["pki", "revoke", str(tmp_path), "--agent", "gpu-3"]) == 0
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["pki.issue", "pki.revoke"]
+    assert verify(lines) == (2, "")
