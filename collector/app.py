@@ -32,7 +32,7 @@ from collector.ingest.server import TelemetryService, add_telemetry_service
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
-from collector.trust.handshakes import StderrHandshakeWatcher
+from collector.trust.handshakes import OncePerMinute, StderrHandshakeWatcher
 from collector.trust.identity import TrustedIssuers
 from collector.trust.revocation import RevocationList
 from runtime import logs
@@ -225,7 +225,8 @@ async def run_collector(
     config_path: Path | None = None,
 ) -> None:
     running = await start_collector(config)
-    handshakes = StderrHandshakeWatcher(lambda reason, detail: _handshake_refused(running, reason, detail))
+    limiter = OncePerMinute()
+    handshakes = StderrHandshakeWatcher(lambda reason, detail: _handshake_refused(running, limiter, reason, detail))
     handshakes.start()
     if lifecycle is not None and config_path is not None:
 
@@ -271,9 +272,11 @@ def _audit_local(running: RunningCollector, action: str, what: str, result: str)
         running.audit.record(actor="local", source="local", action=action, object=what, result=result)
 
 
-def _handshake_refused(running: RunningCollector, reason: str, detail: str) -> None:
+def _handshake_refused(running: RunningCollector, limiter: OncePerMinute, reason: str, detail: str) -> None:
     # Runs on the stderr pump thread; prometheus_client counters and the audit summary are thread-safe.
     running.metrics.streams_refused.labels(reason).inc()
     if running.refusals is not None:
         running.refusals.refused(reason)
-    log.warning("stream refused", reason=reason, error=f"TLS handshake failed: {detail}")
+    # gRPC's line names no peer, so the limit is per reason: a fleet of expired certificates is one line a minute.
+    if limiter.allow(reason):
+        log.warning("stream refused", reason=reason, error=f"TLS handshake failed: {detail}")

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 
 # Order matters: the first pattern found in the line names the reason.
@@ -120,3 +121,23 @@ class StderrHandshakeWatcher:
             if pending:
                 with contextlib.suppress(OSError):
                     os.write(self._saved, pending)  # a last line without its newline, as written
+
+
+class OncePerMinute:
+    """Whether to log a refusal now: once a minute per key; the counter counts every one regardless."""
+
+    def __init__(self, every: float = 60.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        with self._lock:
+            now = self.monotonic()
+            if now - self._last.get(key, -self.every) < self.every:
+                return False
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = now
+            return True

@@ -51,3 +51,15 @@ def test_watcher_counts_refusals_and_forwards_every_byte(tmp_path: Path) -> None
     record = json.loads(core)  # gRPC's own line is one JSON record in the JSON-lines log
     assert record["level"] == "info" and record["logger"] == "grpc"
     assert record["event"].startswith("Handshake failed") and "certificate has expired" in record["event"]
+
+
+def test_refusal_log_lines_are_limited_to_one_a_minute_per_key() -> None:
+    from collector.trust.handshakes import OncePerMinute
+
+    now = [0.0]
+    limiter = OncePerMinute(monotonic=lambda: now[0])
+    assert limiter.allow("expired") and not limiter.allow("expired") and limiter.allow("plaintext")
+    now[0] = 59.0
+    assert not limiter.allow("expired")
+    now[0] = 60.0
+    assert limiter.allow("expired")
