@@ -129,3 +129,52 @@ def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
     assert result.returncode != 0 and "--role must be agent, collector or both" in result.stderr
     result = install(tmp_path / "root", "--tls-ca", "ca.pem")
     assert result.returncode != 0 and "go together" in result.stderr
+
+
+def test_the_installed_agent_connects_with_what_install_wrote(tmp_path: Path) -> None:
+    """Certificates issued on the trusted machine, installed from a copy without the CA key: the
+    agent as installed (its host_id, targets and files) streams to a real collector."""
+    from tests.kit import Pki, metric_value, start_collector, wait_for
+
+    trusted = tmp_path / "trusted-ca"
+    pki.init_ca(trusted, days=2)
+    pki.issue(trusted, role="agent", name="gpu-07", days=2)
+    kit = Pki(trusted)
+    collector = start_collector(tmp_path, kit, name="col-1")
+    agent = None
+    try:
+        ca_dir = tmp_path / "ca"
+        shutil.copytree(trusted, ca_dir, ignore=shutil.ignore_patterns(pki.CA_KEY, "collectors"))
+        root = tmp_path / "root"
+        result = install(
+            root, "--role", "agent", "--ca-dir", str(ca_dir), "--host", "gpu-07", "--collector", collector.target
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The staged root stands in for /: its absolute paths are read under it. There is no GPU here,
+        # so the sim source replaces nvml; nothing else of what install wrote is changed.
+        text = (root / "etc/gpulse/agent.toml").read_text()
+        text = text.replace('"/etc/gpulse/', f'"{root}/etc/gpulse/').replace(
+            '"/var/lib/gpulse/', f'"{root}/var/lib/gpulse/'
+        )
+        text = text.replace('source = "nvml"', 'source = "sim"')
+        config = tmp_path / "agent-staged.toml"
+        config.write_text(text)
+        gpulse = root / "opt/gpulse/venv/bin/gpulse"
+        env = {**os.environ, "PYTHONPATH": site.getsitepackages()[0]}
+        checked = subprocess.run([str(gpulse), "check-config", str(config)], capture_output=True, text=True, env=env)
+        assert checked.returncode == 0, checked.stderr
+        log = (tmp_path / "agent.log").open("wb")
+        agent = subprocess.Popen(
+            [str(gpulse), "agent", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        wait_for(
+            lambda: metric_value(collector.metrics(), "gpulse_host_up", host="gpu-07") == 1,
+            30,
+            what="the installed agent streaming",
+        )
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(15)
+            log.close()
+        collector.kill()
