@@ -80,6 +80,7 @@ class AgentConfig:
     keepalive: float = CLIENT_KEEPALIVE_MS / 1000  # seconds between pings on an idle stream
     keepalive_timeout: float = CLIENT_KEEPALIVE_TIMEOUT_MS / 1000  # unanswered ping: the link is gone
     metrics_listen: str = ""  # [metrics] listen: 'host:port' of an optional local /metrics; "" is off
+    metrics_web_config: Path | None = None  # [metrics] web_config_file: exporter-toolkit TLS and users
     spool: SpoolConfig = field(default_factory=SpoolConfig)
 
 
@@ -191,18 +192,24 @@ def _spool(section: Section) -> SpoolConfig:
     return config
 
 
-def _metrics_listen(section: Section) -> str:
+def _metrics_listen(section: Section) -> tuple[str, Path | None]:
     listen = section.get("listen", str, "")
+    web = section.get("web_config_file", Path, Path()) if "web_config_file" in section.data else None
+    if web is not None:
+        from runtime.webconfig import load
+
+        load(web)  # refused here, naming the file and key, rather than at the first scrape
     if listen:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
             raise section.error("listen", f"expected 'host:port' (e.g. '127.0.0.1:9411'), got {listen!r}")
     section.finish()
-    return listen
+    return listen, web
 
 
 def parse(path: Path, data: dict[str, object]) -> AgentConfig:
     root = Section(path, "", data)
+    metrics_listen, metrics_web = _metrics_listen(root.section("metrics"))
     collector = root.section("collector")
     targets = collector.require("targets", list)
     if not targets or not all(isinstance(t, str) and ":" in t for t in targets):
@@ -249,7 +256,8 @@ def parse(path: Path, data: dict[str, object]) -> AgentConfig:
         rehome_after=rehome_after,
         keepalive=keepalive,
         keepalive_timeout=keepalive_timeout,
-        metrics_listen=_metrics_listen(root.section("metrics")),
+        metrics_listen=metrics_listen,
+        metrics_web_config=metrics_web,
         spool=_spool(root.section("spool")),
     )
     root.finish()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agent.records import Row, Rows
@@ -103,18 +104,14 @@ def _family(
     yield family
 
 
-def serve(source: SampleSource, listen: str) -> Callable[[], None]:
+def serve(source: SampleSource, listen: str, web_config: Path | None = None) -> Callable[[], None]:
     """Serve /metrics on ``listen`` ('host:port') from a thread; returns the function that stops it."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
+    from agent.metrics_server import MetricsServer
+
+    disable_created_metrics()  # process-wide; the _created series only double the counters
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentMetrics(source))
-    host, _, port = listen.rpartition(":")
-    server, thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-    return stop
+    server = MetricsServer(lambda: generate_latest(registry), listen, web_config=web_config).start()
+    return server.stop

@@ -132,7 +132,9 @@ async def run(
     reload_config: Callable[[], AgentConfig] | None = None,
 ) -> None:
     sampler, shipper = build_agent(config, gpu=gpu)
-    stop_metrics = serve_metrics(sampler, config.metrics_listen) if config.metrics_listen else None
+    stop_metrics = (
+        serve_metrics(sampler, config.metrics_listen, config.metrics_web_config) if config.metrics_listen else None
+    )
     if lifecycle is not None and reload_config is not None:
         lifecycle.on_reload(lambda: reload_agent(reload_config, shipper))
     status = asyncio.create_task(publish_status(config.state_dir / STATUS_FILE, sampler, shipper))

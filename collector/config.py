@@ -14,6 +14,7 @@ from collector.detect.config import DetectConfig, parse_detect
 from collector.exporters.exposition.fleet import FORMATS
 from collector.exporters.remote_write import RemoteWriteConfig
 from collector.exporters.remote_write import parse_config as parse_remote_write
+from collector.http.config import WebSettings, parse_web
 from collector.ingest.server import IngestLimits
 from collector.ledger.config import LedgerConfig, parse_ledger
 from runtime.configfile import ConfigError, Section, load_toml
@@ -42,6 +43,8 @@ class CollectorConfig:
     def ledger_path(self) -> Path:
         """The job ledger's SQLite file (state backup includes it): ``[ledger] path``, under state_dir if relative."""
         return self.state_dir / self.ledger.path
+
+    web: WebSettings = field(default_factory=WebSettings)  # [web]: TLS, users and roles of the HTTP port
 
 
 def _host_port(section: Section, key: str, default: str) -> str:
@@ -90,12 +93,13 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
     level = log.choice("level", ("debug", "info", "warning", "error"), "info")
     log.finish()
     formats = _exposition_formats(root.section("exposition"))
+    http_listen = _host_port(root, "http_listen", "127.0.0.1:9410")
     config = CollectorConfig(
         tls=tls_files,
         crl=crl,
         collector_id=root.get("collector_id", str, "") or socket.gethostname(),
         listen=_host_port(root, "listen", "0.0.0.0:7443"),
-        http_listen=_host_port(root, "http_listen", "127.0.0.1:9410"),
+        http_listen=http_listen,
         state_dir=root.get("state_dir", Path, Path("/var/lib/gpulse/collector")),
         stale_after=root.positive("stale_after", 120.0),
         limits=ingest,
@@ -106,6 +110,7 @@ def parse(path: Path, data: dict[str, object]) -> CollectorConfig:
         remote_write=parse_remote_write(root.section("remote_write")),
         remediation=parse_remediation(root.section("remediation")),
         ledger=parse_ledger(root.section("ledger")),
+        web=parse_web(root.section("web"), http_listen),
     )
     root.finish()
     return config

@@ -39,6 +39,17 @@ class CollectorMetrics:
             ["reason"],
             registry=r,
         )
+        self.audit_records = Counter(
+            "gpulse_collector_audit_records",
+            "Records appended to the audit log, by action.",
+            ["action"],
+            registry=r,
+        )
+        self.text_cleaned = Counter(
+            "gpulse_collector_agent_text_cleaned",
+            "Strings from agents cut to their limit or stripped of control characters before use.",
+            registry=r,
+        )
         self.duplicates = Counter(
             "gpulse_collector_duplicate_records", "Records already processed and ignored (replays).", registry=r
         )

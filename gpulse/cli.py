@@ -12,6 +12,7 @@ from gpulse.client import add_client_options
 from runtime import __version__, logs
 from runtime.configfile import ConfigError
 from runtime.lifecycle import run_service, run_until_signalled
+from runtime.private import keep_private
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -21,6 +22,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     config = agent_config.load(args.config)
     logs.configure(config.log_level)
+    keep_private(config.state_dir)
     try:
         run_service(lambda lc: run(config, lc.stop, lifecycle=lc, reload_config=lambda: agent_config.load(args.config)))
     except BackendUnavailable as exc:
@@ -35,6 +37,7 @@ def _cmd_collector(args: argparse.Namespace) -> int:
 
     config = collector_config.load(args.config)
     logs.configure(config.log_level)
+    keep_private(config.state_dir)
     run_service(lambda lc: run_collector(config, lc.stop, lc, args.config))
     return 0
 
@@ -67,6 +70,7 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         serial = int(args.serial, 0) if args.serial else None
         crl, revoked = pki.revoke(args.dir, name=name, serial=serial, role=role, days=args.days)
         what = f"serial {revoked:x} revoked" if revoked is not None else "re-signed"
+        _pki_audit(args.dir, "pki.revoke", f"{role} {name or ''} serial {revoked or '-'}".strip())
         print(f"{crl}: {what}; collectors with tls.crl = {str(crl)!r} refuse it from their next check")
         return 0
     if args.pki_command == "init":
@@ -79,8 +83,20 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         print(f"gpulse pki issue: {existing} already exists; refusing to replace it (use --force)", file=sys.stderr)
         return 2
     issued = pki.issue(args.dir, role=role, name=name, sans=args.san, days=args.days)
+    _pki_audit(args.dir, "pki.issue", f"{role} {name}")
     print(f"{role} certificate: {issued.cert}\n{role} key:         {issued.key} (mode 0600)")
     return 0
+
+
+def _pki_audit(directory: Path, action: str, what: str) -> None:
+    """Issuing and revoking are recorded beside the CA, in the same hash-chained format as the collector's."""
+    import getpass
+
+    from collector.audit.log import AuditLog
+
+    AuditLog(directory / "audit.jsonl").record(
+        actor=getpass.getuser(), source="local", action=action, object=what, result="success"
+    )
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -99,8 +115,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         )
         return 2
     kind = kind or infer_kind(path)
+    from runtime.tlscheck import tls_problems
+
     if kind == "agent":
-        agent_config.load(path)
+        agent = agent_config.load(path)
+        if not args.no_tls and _report_tls(path, tls_problems(agent.tls, host_id=agent.host_id)):
+            return 2
         print(f"{path}: ok (agent config)")
         return 0
     # The detection engine (numpy) is loaded only here, for the kinds that have rules.
@@ -111,10 +131,18 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({len(rules.rules)} rules)")
         return 0
     config = collector_config.load(path)
+    if not args.no_tls and _report_tls(path, tls_problems(config.tls)):
+        return 2
     # The rule files it names are checked as the collector would load them at start.
     rules = check_rules(config.detect.rules)
     print(f"{path}: ok (collector config; {len(rules.rules)} rules from {', '.join(rules.sources)})")
     return 0
+
+
+def _report_tls(path: Path, problems: list[str]) -> bool:
+    for problem in problems:
+        print(f"gpulse check-config: {path}: TLS: {problem}", file=sys.stderr)
+    return bool(problems)
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
@@ -247,6 +275,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("kind_or_file", metavar="[agent|collector|rules] FILE", help="the kind (optional), then the file")
     p.add_argument("file", type=Path, nargs="?", help="the file, when a kind is given first")
+    p.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="skip the TLS files (by default: readable, key matches, valid now, from the CA, naming the host)",
+    )
     p.set_defaults(func=_cmd_check_config)
 
     for registrar in _registrars(command):
@@ -266,6 +299,7 @@ EXTERNAL_COMMANDS = {
     "silence": "gpulse.silences:add_parser",
     "remediation": "gpulse.remediation:add_parser",
     "report": "gpulse.report:add_parser",
+    "audit": "gpulse.audit:add_parser",
 }
 # `gpulse top`'s choices, kept here so that building the parser does not import the view.
 TOP_SORT_KEYS = ("health", "host", "temp", "power", "util", "mem")

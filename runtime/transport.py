@@ -55,4 +55,9 @@ def server_options(
         ("grpc.http2.max_ping_strikes", max_ping_strikes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default: a second collector on the same port would start without
+        # error and take half of the agents. Bound exclusively, it fails and says so.
+        ("grpc.so_reuseport", 0),
+        # A connection that has not finished its TLS handshake in this time is closed (default 120 s).
+        ("grpc.server_handshake_timeout_ms", 10_000),
     ]

@@ -14,13 +14,16 @@ usage: install.sh [options]
   --python PY                   interpreter for the virtualenv, 3.11 or newer (default: python3)
   --pip-args "ARGS"             extra arguments for pip install (e.g. "--no-index --find-links /srv/wheels")
 
-Certificates, either issued here from a CA directory (`gpulse pki init DIR` made it):
-  --ca-dir DIR                  the CA; issues this host's certificate from it
-  --host HOST                   agent host id (default: hostname); the agent certificate's identity
+Certificates are issued on the trusted machine that holds the CA key, never on this host
+(`gpulse pki issue DIR --agent HOST`), then either taken from a copy of that directory:
+  --ca-dir DIR                  ca.pem, agents/HOST.pem and collectors/NAME.pem (with keys); no CA key needed
+  --host HOST                   agent host id (default: hostname); written into agent.toml
   --collector-name NAME         collector certificate name (default: hostname)
-  --san NAME                    extra DNS name or IP for the collector certificate (repeatable)
-or copied from files made elsewhere:
+or copied from files:
   --tls-ca FILE --tls-cert FILE --tls-key FILE
+
+  --collector HOST:PORT         a collector for agent.toml's targets (repeatable); the example's
+                                collector-1.example.net would never answer
 
   --no-start                    install and enable, but do not start (ignored with --root: never starts)
 EOF
@@ -28,7 +31,7 @@ EOF
 
 ROLE=agent ROOT=/ SOURCE="" PYTHON=python3 PIP_ARGS="" CA_DIR="" HOST_ID="" COLLECTOR_NAME=""
 TLS_CA="" TLS_CERT="" TLS_KEY="" START=1
-SANS=()
+TARGETS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --role) ROLE=$2; shift 2 ;;
@@ -39,7 +42,7 @@ while [[ $# -gt 0 ]]; do
         --ca-dir) CA_DIR=$2; shift 2 ;;
         --host) HOST_ID=$2; shift 2 ;;
         --collector-name) COLLECTOR_NAME=$2; shift 2 ;;
-        --san) SANS+=("$2"); shift 2 ;;
+        --collector) TARGETS+=("$2"); shift 2 ;;
         --tls-ca) TLS_CA=$2; shift 2 ;;
         --tls-cert) TLS_CERT=$2; shift 2 ;;
         --tls-key) TLS_KEY=$2; shift 2 ;;
@@ -110,6 +113,14 @@ for role in "${ROLES[@]}"; do
         echo "    keeping existing $target"
     else
         install -m 0640 -o 0 -g "$GID" "$HERE/deploy/config/$role.toml" "$target"
+        if [[ $role == agent ]]; then
+            # The identity and targets of this host, not the example's: the collector would refuse those.
+            sed -i "s/^host_id = .*/host_id = \"${HOST_ID:-$(hostname)}\"/" "$target"
+            if [[ ${#TARGETS[@]} -gt 0 ]]; then
+                list=$(printf '"%s", ' "${TARGETS[@]}")
+                sed -i "s/^targets = .*/targets = [${list%, }]/" "$target"
+            fi
+        fi
     fi
 done
 
@@ -117,19 +128,18 @@ tls_install() {  # tls_install SRC DEST MODE: readable by root and the gpulse gr
     install -D -m "$3" -o 0 -g "$GID" "$1" "$R/etc/gpulse/tls/$2"
 }
 if [[ -n $CA_DIR ]]; then
-    step "certificates issued from $CA_DIR"
-    [[ -r $CA_DIR/ca.pem ]] || die "no CA in $CA_DIR (run: gpulse pki init $CA_DIR)"
+    step "certificates from $CA_DIR (issued on the trusted machine)"
+    [[ -r $CA_DIR/ca.pem ]] || die "no ca.pem in $CA_DIR"
     tls_install "$CA_DIR/ca.pem" ca.pem 0644
     for role in "${ROLES[@]}"; do
         if [[ $role == agent ]]; then
-            name=${HOST_ID:-$(hostname)} folder=agents
-            [[ -e $CA_DIR/agents/$name.pem ]] || "$GPULSE" pki issue "$CA_DIR" --agent "$name"
+            name=${HOST_ID:-$(hostname)} folder=agents flag=--agent
         else
-            name=${COLLECTOR_NAME:-$(hostname)} folder=collectors
-            san_args=()
-            for san in "${SANS[@]}"; do san_args+=(--san "$san"); done
-            [[ -e $CA_DIR/collectors/$name.pem ]] || "$GPULSE" pki issue "$CA_DIR" --collector "$name" "${san_args[@]}"
+            name=${COLLECTOR_NAME:-$(hostname)} folder=collectors flag=--collector
         fi
+        # Issuing here would need the CA key on this host: it stays on the trusted machine.
+        [[ -r $CA_DIR/$folder/$name.pem && -r $CA_DIR/$folder/$name-key.pem ]] \
+            || die "no $role certificate for $name in $CA_DIR/$folder; on the machine with the CA key run: gpulse pki issue DIR $flag $name, and copy it here"
         tls_install "$CA_DIR/$folder/$name.pem" "$role.pem" 0644
         tls_install "$CA_DIR/$folder/$name-key.pem" "$role-key.pem" 0640
     done

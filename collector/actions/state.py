@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -112,9 +112,10 @@ _COLUMNS = (
 
 
 class RemediationState:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_record: Callable[[LogRecord], object] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._on_record = on_record  # the audit log hears of every action and approval
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -218,7 +219,10 @@ class RemediationState:
             "INSERT INTO action_log (at, event, host, actor, detail) VALUES (?,?,?,?,?)",
             (at, event, host, actor, json.dumps(dict(detail), sort_keys=True)),
         )
-        return LogRecord(int(cursor.lastrowid or 0), at, event, host, actor, dict(detail))
+        record = LogRecord(int(cursor.lastrowid or 0), at, event, host, actor, dict(detail))
+        if self._on_record is not None:
+            self._on_record(record)
+        return record
 
     def log(self, limit: int = 200) -> list[LogRecord]:
         rows = self._db.execute(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.exporters.exposition import FleetExposition
@@ -57,7 +59,12 @@ def _num(value: float) -> float | None:
     return None if value != value else float(value)
 
 
-def build_app(store: FleetStore, exposition: FleetExposition, metrics: CollectorMetrics) -> web.Application:
+def build_app(
+    store: FleetStore,
+    exposition: FleetExposition,
+    metrics: CollectorMetrics,
+    middlewares: Sequence[Middleware] = (),
+) -> web.Application:
     async def metrics_handler(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         chunks = await exposition.render_async()
@@ -84,7 +91,7 @@ def build_app(store: FleetStore, exposition: FleetExposition, metrics: Collector
     async def fleet(_: web.Request) -> web.Response:
         return web.json_response(fleet_summary(store))
 
-    app = web.Application()
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/fleet", fleet)

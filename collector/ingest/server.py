@@ -10,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
+from cryptography import x509
+from google.protobuf.message import DecodeError, Message
 
 from collector.ingest.acks import AckSlot, AckTicker
 from collector.ingest.decode import decode_frame
 from collector.ingest.progress import ProgressBook, ProgressExposition, StreamProgress
 from collector.ingest.ratelimit import TokenBucket
 from collector.ingest.skew import ClockSkew
+from collector.ingest.text import clean_message
 from collector.selfmetrics import CollectorMetrics
 from collector.store import FleetStore, HostRecord
 from collector.trust.identity import IdentityError, PeerIdentity, peer_identity
@@ -32,6 +34,14 @@ from protos import telemetry_pb2_grpc as pb_grpc
 from protos.codec import PROTOCOL_VERSION, FrameError, FrameLayout
 
 log = structlog.get_logger("gpulse.collector.ingest.server")
+LOG_EVERY_S = 60.0
+# Every fixed reason a stream is refused for, here or in the TLS handshake (collector/trust/handshakes.py).
+REFUSAL_REASONS = (
+    "plaintext", "tls_version", "tls_handshake", "expired", "not_yet_valid", "wrong_usage", "wrong_ca",
+    "no_client_cert", "no_tls", "no_identity", "ca_certificate", "untrusted_issuer", "san_cn_mismatch",
+    "revoked", "identity_mismatch", "no_hello", "bad_hello", "malformed", "protocol_version",
+    "message_too_large", "too_many_series", "too_many_hosts", "rate_limited",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         revocation: RevocationList | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         progress: ProgressBook | None = None,
+        issuers: Callable[[], Sequence[x509.Certificate]] | None = None,
+        on_refused: Callable[[str, str], None] = lambda reason, peer: None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -114,13 +126,26 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self._acks = AckTicker(self.progress.flush, lambda: self.limits.ack_interval_seconds)
         self._active: dict[str, object] = {}  # host_id -> token of its newest stream
         self.revocation = revocation
+        self.issuers = issuers  # the CA bundle a client certificate must be issued by directly
+        self.on_refused = on_refused  # told (reason, peer) of every refusal: the audit log's summary
         self.monotonic = monotonic
+        self._logged: dict[tuple[str, str], float] = {}  # (peer address, reason) -> when last logged
+        for reason in REFUSAL_REASONS:
+            metrics.streams_refused.labels(reason)  # 0 from the start: dashboards show 0, not "no data"
         self._buckets: dict[str, TokenBucket] = {}
 
     def _note_refusal(self, refusal: _Refused, **where: str) -> _Refused:
-        """Every refusal is counted by reason and logged with what was wrong."""
+        """Every refusal is counted by reason; logged with what was wrong, once a minute per peer and reason,
+        so 500 hosts with an expired certificate do not flood the log but each is named."""
         self.metrics.streams_refused.labels(refusal.reason).inc()
-        log.warning("stream refused", **where, reason=refusal.reason, error=str(refusal))
+        peer = where.get("peer", where.get("host_id", "")).rpartition(":")[0] or where.get("host_id", "")
+        self.on_refused(refusal.reason, peer)
+        key, now = (peer, refusal.reason), self.monotonic()
+        if now - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            if len(self._logged) > 10_000:
+                self._logged.clear()  # bounded: a scan from many addresses must not grow memory
+            self._logged[key] = now
+            log.warning("stream refused", **where, reason=refusal.reason, error=str(refusal))
         return refusal
 
     def _refuse_midstream(self, host_id: str, reason: str, code: grpc.StatusCode, message: str) -> _Refused:
@@ -209,7 +234,12 @@ class TelemetryService(pb_grpc.TelemetryServicer):
     ) -> tuple[HostRecord, StreamProgress, PeerIdentity]:
         revoked = self.revocation.is_revoked if self.revocation is not None else None
         try:
-            identity = peer_identity(context.auth_context(), revoked=revoked, now=self.clock() / 1e9)
+            identity = peer_identity(
+                context.auth_context(),
+                revoked=revoked,
+                now=self.clock() / 1e9,
+                issuers=self.issuers() if self.issuers is not None else (),
+            )
         except IdentityError as exc:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, exc.reason, str(exc)) from None
         try:
@@ -223,6 +253,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         if not first.HasField("hello"):
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello", "the first message must be a hello")
         hello = first.hello
+        self._clean(hello, identity.host_id)
         if hello.host_id != identity.host_id:
             raise _Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -287,7 +318,16 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             if watermark is not None:
                 await context.write(pb.CollectorMessage(ack=pb.Ack(seq=watermark)))
 
+    def _clean(self, message: Message, host_id: str) -> None:
+        """Cut and strip the agent's strings before anything reads them (see collector/ingest/text.py)."""
+        changed = clean_message(message)
+        if changed:
+            self.metrics.text_cleaned.inc(changed)
+            log.warning("agent text cut or stripped of control characters", host_id=host_id, fields=changed)
+
     def _process(self, record: HostRecord, progress: StreamProgress, message: pb.AgentMessage) -> None:
+        if message.HasField("event"):
+            self._clean(message.event, record.host_id)
         seq = message.seq
         if seq == 0:
             self.metrics.frames_rejected.labels("bad_seq").inc()

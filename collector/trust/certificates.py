@@ -20,8 +20,15 @@ class ServerCertificates:
     one, so a rotation never drops an agent.
     """
 
-    def __init__(self, files: TlsFiles, *, expiry: Callable[[float], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        files: TlsFiles,
+        *,
+        expiry: Callable[[float], None] = lambda _: None,
+        on_rotation: Callable[[str], None] = lambda result: None,
+    ) -> None:
         self.files = files
+        self.on_rotation = on_rotation  # told "success" or "failure" of each rotation seen (the audit log)
         self.expiry = expiry  # told the served certificate's not-after time (Unix) on each load
         self.rotations = 0
         self.failures = 0
@@ -58,10 +65,12 @@ class ServerCertificates:
             self.failures += 1
             self._failed = current
             log.error("rotated certificate not loaded; keeping the previous one", error=str(exc))
+            self.on_rotation("failure")
             return None
         self._loaded = current
         self.rotations += 1
         log.info("server certificate rotated", cert=str(self.files.cert))
+        self.on_rotation("success")
         return configuration
 
 

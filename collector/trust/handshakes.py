@@ -4,15 +4,19 @@ gRPC verifies client certificates inside its C core; an expired, not-yet-valid, 
 wrong-usage certificate never reaches the servicer. The core reports each refusal on stderr
 ("Handshake failed with error SSL_ERROR_SSL: ...: certificate has expired"), so the collector passes
 its stderr through a pipe, turns those lines into a structured log line and a
-``gpulse_collector_streams_refused_total{reason}`` increment, and forwards everything else untouched.
+``gpulse_collector_streams_refused_total{reason}`` increment, writes every gRPC C-core line as a
+JSON record (so the JSON-lines log stays parseable), and forwards everything else untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 
 # Order matters: the first pattern found in the line names the reason.
@@ -26,10 +30,33 @@ _REASONS: tuple[tuple[str, str], ...] = (
     ("certificate signature failure", "wrong_ca"),
     ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "no_client_cert"),
     ("UNSUPPORTED_PROTOCOL", "tls_version"),
-    ("WRONG_VERSION_NUMBER", "tls_version"),
+    # Not a TLS record at all: a plaintext gRPC or HTTP client (an old TLS version is UNSUPPORTED_PROTOCOL).
+    ("WRONG_VERSION_NUMBER", "plaintext"),
+    ("HTTP_REQUEST", "plaintext"),
+    ("HTTPS_PROXY_REQUEST", "plaintext"),
     ("PROTOCOL_VERSION", "tls_version"),
 )
 _HANDSHAKE = re.compile(r"Handshake failed with error (?P<detail>.*)$")
+# gRPC C-core's glog-style prefix: severity letter, MMDD, time, thread id, file:line]
+_CORE_LINE = re.compile(r"^(?P<severity>[IWEF])\d{4} [\d:.]+\s+\d+ (?P<where>[^\]]+)\] (?P<message>.*)$")
+_LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "critical"}
+
+
+def as_json_line(line: str) -> str | None:
+    """A gRPC C-core log line as one JSON log record (so journald's JSON lines stay JSON), or None
+    for any other line."""
+    match = _CORE_LINE.match(line)
+    if match is None:
+        return None
+    return json.dumps(
+        {
+            "event": match.group("message"),
+            "level": _LEVELS[match.group("severity")],
+            "logger": "grpc",
+            "where": match.group("where"),
+            "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
 
 
 def classify(line: str) -> tuple[str, str] | None:
@@ -75,15 +102,42 @@ class StderrHandshakeWatcher:
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             pending = b""
             while chunk := pipe.read(65536):
-                # Forward first, byte for byte: nothing written to stderr may be lost or delayed.
-                with contextlib.suppress(OSError):
-                    os.write(self._saved, chunk)
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    found = classify(line.decode(errors="replace"))
+                out = []
+                for raw in lines:
+                    line = raw.decode(errors="replace")
+                    # gRPC's own lines become JSON records; everything else passes byte for byte.
+                    wrapped = as_json_line(line)
+                    out.append(wrapped.encode() if wrapped is not None else raw)
+                    found = classify(line)
                     if found is not None:
-                        try:
+                        # A counting bug must never stop stderr from flowing.
+                        with contextlib.suppress(Exception):
                             self.on_refusal(*found)
-                        except Exception:  # a counting bug must never stop stderr from flowing
-                            continue
+                if out:
+                    with contextlib.suppress(OSError):
+                        os.write(self._saved, b"\n".join(out) + b"\n")
+            if pending:
+                with contextlib.suppress(OSError):
+                    os.write(self._saved, pending)  # a last line without its newline, as written
+
+
+class OncePerMinute:
+    """Whether to log a refusal now: once a minute per key; the counter counts every one regardless."""
+
+    def __init__(self, every: float = 60.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        with self._lock:
+            now = self.monotonic()
+            if now - self._last.get(key, -self.every) < self.every:
+                return False
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = now
+            return True

@@ -46,8 +46,10 @@ class RevocationList:
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         check_every: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        on_reload: Callable[[str], None] = lambda result: None,
     ) -> None:
         self.path = path
+        self.on_reload = on_reload  # told "success" or "failure" of each re-read after a change (the audit log)
         # is_revoked runs for every agent message: look at the file at most this often.
         self.check_every = check_every
         self.monotonic = monotonic
@@ -83,10 +85,12 @@ class RevocationList:
             serials, next_update = load_crl(self.path, self.ca_path)
         except RevocationError as exc:
             log.error("revocation list not reloaded; the previous one stays in force", error=str(exc))
+            self.on_reload("failure")
             return False
         added = len(serials - self.serials)
         self.serials, self.next_update, self._warned_stale = serials, next_update, False
         log.info("revocation list loaded", path=str(self.path), revoked=len(serials), new=added)
+        self.on_reload("success")
         return True
 
     def is_revoked(self, serial: int) -> bool:

@@ -47,11 +47,25 @@ def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_install_into_a_scratch_root(tmp_path: Path) -> None:
+    trusted = tmp_path / "trusted-ca"
+    pki.init_ca(trusted, days=2)
+    pki.issue(trusted, role="agent", name="gpu-01", days=2)
+    pki.issue(trusted, role="collector", name="col-1", days=2)
+    # What reaches the GPU host is a copy without the CA key.
     ca_dir = tmp_path / "ca"
-    pki.init_ca(ca_dir, days=2)
+    shutil.copytree(trusted, ca_dir)
+    (ca_dir / pki.CA_KEY).unlink()
     root = tmp_path / "root"
-    result = install(root, "--role", "both", "--ca-dir", str(ca_dir), "--host", "gpu-01", "--collector-name", "col-1")
+    result = install(
+        root, "--role", "both", "--ca-dir", str(ca_dir), "--host", "gpu-01", "--collector-name", "col-1",
+        "--collector", "col-1.internal:7443", "--collector", "col-2.internal:7443",
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    agent_toml = (root / "etc/gpulse/agent.toml").read_text()
+    assert 'host_id = "gpu-01"' in agent_toml
+    assert 'targets = ["col-1.internal:7443", "col-2.internal:7443"]' in agent_toml
+    missing = install(tmp_path / "root2", "--ca-dir", str(ca_dir), "--host", "gpu-02")
+    assert missing.returncode != 0 and "gpulse pki issue DIR --agent gpu-02" in missing.stderr
 
     # gpulse in its own virtualenv, with a working command.
     gpulse = root / "opt/gpulse/venv/bin/gpulse"
@@ -86,7 +100,9 @@ def test_install_into_a_scratch_root(tmp_path: Path) -> None:
         config = root / "etc/gpulse" / f"{kind}.toml"
         st = config.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, 0o640)
-        checked = subprocess.run([str(gpulse), "check-config", str(config)], capture_output=True, text=True, env=env)
+        # --no-tls: the config names /etc/gpulse/tls, which lives under the staged root here.
+        command = [str(gpulse), "check-config", "--no-tls", str(config)]
+        checked = subprocess.run(command, capture_output=True, text=True, env=env)
         assert checked.returncode == 0, checked.stderr
 
     # Certificates: issued for the names given, keys readable by root and the gpulse group only.
@@ -102,10 +118,10 @@ def test_install_into_a_scratch_root(tmp_path: Path) -> None:
 
     # Running it again upgrades in place and keeps what the operator edited.
     edited = root / "etc/gpulse/agent.toml"
-    edited.write_text(edited.read_text().replace('host_id = "gpu-node-01"', 'host_id = "gpu-01"'))
+    edited.write_text(edited.read_text().replace("interval = 1.0", "interval = 2.0"))
     again = install(root, "--role", "agent", "--ca-dir", str(ca_dir), "--host", "gpu-01")
     assert again.returncode == 0, again.stderr
-    assert 'host_id = "gpu-01"' in edited.read_text() and "keeping existing" in again.stdout
+    assert "interval = 2.0" in edited.read_text() and "keeping existing" in again.stdout
 
 
 def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
@@ -113,3 +129,52 @@ def test_bad_options_are_refused_with_a_reason(tmp_path: Path) -> None:
     assert result.returncode != 0 and "--role must be agent, collector or both" in result.stderr
     result = install(tmp_path / "root", "--tls-ca", "ca.pem")
     assert result.returncode != 0 and "go together" in result.stderr
+
+
+def test_the_installed_agent_connects_with_what_install_wrote(tmp_path: Path) -> None:
+    """Certificates issued on the trusted machine, installed from a copy without the CA key: the
+    agent as installed (its host_id, targets and files) streams to a real collector."""
+    from tests.kit import Pki, metric_value, start_collector, wait_for
+
+    trusted = tmp_path / "trusted-ca"
+    pki.init_ca(trusted, days=2)
+    pki.issue(trusted, role="agent", name="gpu-07", days=2)
+    kit = Pki(trusted)
+    collector = start_collector(tmp_path, kit, name="col-1")
+    agent = None
+    try:
+        ca_dir = tmp_path / "ca"
+        shutil.copytree(trusted, ca_dir, ignore=shutil.ignore_patterns(pki.CA_KEY, "collectors"))
+        root = tmp_path / "root"
+        result = install(
+            root, "--role", "agent", "--ca-dir", str(ca_dir), "--host", "gpu-07", "--collector", collector.target
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The staged root stands in for /: its absolute paths are read under it. There is no GPU here,
+        # so the sim source replaces nvml; nothing else of what install wrote is changed.
+        text = (root / "etc/gpulse/agent.toml").read_text()
+        text = text.replace('"/etc/gpulse/', f'"{root}/etc/gpulse/').replace(
+            '"/var/lib/gpulse/', f'"{root}/var/lib/gpulse/'
+        )
+        text = text.replace('source = "nvml"', 'source = "sim"')
+        config = tmp_path / "agent-staged.toml"
+        config.write_text(text)
+        gpulse = root / "opt/gpulse/venv/bin/gpulse"
+        env = {**os.environ, "PYTHONPATH": site.getsitepackages()[0]}
+        checked = subprocess.run([str(gpulse), "check-config", str(config)], capture_output=True, text=True, env=env)
+        assert checked.returncode == 0, checked.stderr
+        log = (tmp_path / "agent.log").open("wb")
+        agent = subprocess.Popen(
+            [str(gpulse), "agent", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        wait_for(
+            lambda: metric_value(collector.metrics(), "gpulse_host_up", host="gpu-07") == 1,
+            30,
+            what="the installed agent streaming",
+        )
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(15)
+            log.close()
+        collector.kill()

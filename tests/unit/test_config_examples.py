@@ -23,6 +23,7 @@ PARSERS = {
         "collector/detect/config.py",
         "collector/exporters/remote_write.py",
         "collector/ledger/config.py",
+        "collector/http/config.py",
     ],
 }
 LOADERS = {"agent": agent_config.parse, "collector": collector_config.parse}

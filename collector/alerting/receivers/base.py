@@ -85,7 +85,23 @@ async def post_json(
                 raise RetryableError(reason, _retry_after(response.headers))
             raise PermanentError(reason)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RetryableError(f"{what} unreachable at {url}: {type(exc).__name__} {exc}") from None
+        where = redact_url(url)
+        detail = str(exc).replace(url, where)
+        raise RetryableError(f"{what} unreachable at {where}: {type(exc).__name__} {detail}") from None
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and port only: a webhook's path or query often is its secret (a token)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    hidden = "/..." if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
 
 
 def iso8601(unix: float) -> str:

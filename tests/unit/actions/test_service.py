@@ -228,3 +228,12 @@ def test_breaker_rule() -> None:
     assert trips(default, 100, 9) == ""
     assert trips(default, 100, 10) == "11 hosts drained within 3600s (limit 10 of 100 hosts)"
     assert limit(BreakerConfig(max_fraction=0.5, max_hosts=3), 1000) == 3
+
+
+def test_every_action_log_record_reaches_the_audit_hook(tmp_path: Path) -> None:
+    heard: list[tuple[str, str, str]] = []
+    state = RemediationState(tmp_path / "r.sqlite", on_record=lambda r: heard.append((r.event, r.host, r.actor)))
+    state.record(1.0, "approved", "node-a", "alice", {"id": "x"})
+    state.record(2.0, "drained", "node-a", "", {"outcome": "ok"})
+    assert heard == [("approved", "node-a", "alice"), ("drained", "node-a", "")]
+    assert [r.event for r in state.log()] == ["approved", "drained"]
