@@ -66,7 +66,11 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     metrics = CollectorMetrics()
     metrics.shard.labels(config.collector_id).set(1)
     tallies = EventTallies()
-    remote_writer = RemoteWriter(config.remote_write, store, metrics.registry) if config.remote_write else None
+    remote_writer = (
+        RemoteWriter(config.remote_write, store, metrics.registry, directory=config.state_dir / "remote-write")
+        if config.remote_write
+        else None
+    )
     revocation = RevocationList(config.crl, config.tls.ca)
     service = TelemetryService(
         store=store,
@@ -74,7 +78,11 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         collector_id=config.collector_id,
         limits=config.limits,
         # Durable, so a collector killed and restarted neither applies a record twice nor loses one.
-        progress=ProgressBook(ProgressStore(config.state_dir / "ingest-progress.sqlite")),
+        # Acknowledged only once the remote write queue holds it too (fsynced before progress is saved).
+        progress=ProgressBook(
+            ProgressStore(config.state_dir / "ingest-progress.sqlite"),
+            sinks=[remote_writer.sync] if remote_writer else [],
+        ),
         observers=[tallies, *([remote_writer] if remote_writer else [])],
         revocation=revocation,
     )
