@@ -22,6 +22,7 @@ from collector.http.app import build_app
 from collector.ingest.progress import ProgressBook, ProgressStore
 from collector.ingest.server import TelemetryService, add_telemetry_service
 from collector.selfmetrics import CollectorMetrics
+from collector.statefiles import PROGRESS_FILE
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
 from collector.trust.handshakes import StderrHandshakeWatcher
@@ -80,7 +81,7 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         # Durable, so a collector killed and restarted neither applies a record twice nor loses one.
         # Acknowledged only once the remote write queue holds it too (fsynced before progress is saved).
         progress=ProgressBook(
-            ProgressStore(config.state_dir / "ingest-progress.sqlite"),
+            ProgressStore(config.state_dir / PROGRESS_FILE),
             sinks=[remote_writer.sync] if remote_writer else [],
         ),
         observers=[tallies, *([remote_writer] if remote_writer else [])],

@@ -198,6 +198,7 @@ EXTERNAL_COMMANDS = {
     "record": "gpulse.trace_commands:add_commands",
     "backtest": "gpulse.trace_commands:add_commands",
     "silence": "gpulse.silences:add_parser",
+    "state": "gpulse.state_commands:add_parser",
 }
 BUILT_IN_COMMANDS = ("agent", "collector", "demo", "top", "pki", "check-config")
 
