@@ -80,7 +80,7 @@ class Shipper:
         keepalive: float = CLIENT_KEEPALIVE_MS / 1000,
         keepalive_timeout: float = CLIENT_KEEPALIVE_TIMEOUT_MS / 1000,
         diagnose: Callable[[], object] | None = None,
-        welcome_timeout: float = 3.0,
+        welcome_timeout: float = 2.0,
         ack_timeout: float = 8.0,
     ) -> None:
         self.spool = spool
