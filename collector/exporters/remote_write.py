@@ -334,7 +334,8 @@ class RemoteWriter:
         values = np.concatenate(
             (store.host_values.ravel()[record.host_positions], store.gpu_values.ravel()[record.gpu_positions])
         )
-        self._enqueue(record.host_id, self._table(record), values, unix_ns // 1_000_000)
+        # Per boot: an earlier boot's spool drained late has older times, and was never queued.
+        self._enqueue(f"{record.host_id}/{record.boot_id}", self._table(record), values, unix_ns // 1_000_000)
 
     def event_applied(self, record: HostRecord, event: pb.Event) -> None:
         """XIDs and lost GPUs live in events, not frames: send their series at the event's time."""

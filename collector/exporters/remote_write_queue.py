@@ -157,12 +157,15 @@ class RemoteWriteQueue:
 
     def sync(self) -> None:
         """Everything appended so far is on disk when this returns (fsync)."""
+        # The lock only picks the files: the fsyncs run outside it, so appends on the event loop
+        # never wait for the disk. Files rotated out meanwhile are left for the next sync.
         with self._lock:
-            fds, self._unsynced = [*self._unsynced, self._fd], []
-            for fd in fds:
-                os.fsync(fd)
-                if fd != self._fd:
-                    os.close(fd)
+            current, rotated, self._unsynced = self._fd, self._unsynced, []
+        for fd in rotated:
+            os.fsync(fd)
+            os.close(fd)
+        if current >= 0:
+            os.fsync(current)
 
     def _open_segment(self, index: int) -> None:
         path = self.directory / f"{index:012d}.seg"
