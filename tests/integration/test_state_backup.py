@@ -45,7 +45,7 @@ def test_a_backup_restored_into_a_fresh_collector_carries_its_alerts_outbox_and_
         what="the resolve pending in the outbox",
     )
     backup = tmp / "backups" / "state.tar"
-    made = gpulse("state", "--config", str(old.config), "backup", str(backup))
+    made = gpulse("state", "backup", "--config", str(old.config), str(backup))
     assert made.returncode == 0, made.stderr
     with tarfile.open(backup) as tar:
         assert set(tar.getnames()) == {*DATABASES.values(), "manifest.json"}
@@ -57,7 +57,7 @@ def test_a_backup_restored_into_a_fresh_collector_carries_its_alerts_outbox_and_
 
     fresh = start(tmp, test_pki, pagerduty, services, name="fresh")  # a new machine's empty collector
     fresh.kill()
-    done = gpulse("state", "--config", str(fresh.config), "restore", str(backup))
+    done = gpulse("state", "restore", str(backup), "--config", str(fresh.config))
     assert done.returncode == 0, done.stderr
     pagerduty.clear_failures()
     fresh.start().wait_ready()
@@ -81,6 +81,6 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp: Path, test_pki: Pki) -
     config, _, _ = collector_config(tmp, test_pki)
     bogus = tmp / "bogus.tar"
     bogus.write_bytes(b"not a tar archive at all")
-    refused = gpulse("state", "--config", str(config), "restore", str(bogus))
+    refused = gpulse("state", "restore", "--config", str(config), str(bogus))
     assert refused.returncode == 2 and "not a readable gpulse state backup" in refused.stderr
     assert not (tmp / "collector-state" / DATABASES["alerting"]).exists()
