@@ -348,3 +348,24 @@ def test_xid_and_lost_events_are_sent_at_their_own_time_with_bounded_codes() -> 
         ("gpulse_gpu_lost", None, ms + 3000, 1),
     ]
     assert all(lab["cluster"] == "c" and lab["host"] == "node-a" for lab, _, _ in got)
+
+
+async def test_oldest_pending_is_the_oldest_unsent_frame_while_the_receiver_is_down() -> None:
+    store = FleetStore()
+    writer = writer_for("http://127.0.0.1:9/api/v1/write", store)  # nothing listens: every send fails
+    writer.start()
+    record = host(store)
+
+    def registry_value() -> float:
+        return float(writer.metrics.oldest_pending.collect()[0].samples[0].value)
+
+    assert registry_value() == 0
+    for i in range(3):
+        apply(store, writer, record, T0 + i * 10**9, 40.0)
+    await until(lambda: writer.metrics.requests.labels("error")._value.get() >= 2)
+    # The batch in flight is still pending: the gauge stays at the oldest frame while the queue grows.
+    for i in range(3, 6):
+        apply(store, writer, record, T0 + i * 10**9, 40.0)
+    assert registry_value() == T0 / 1e9
+    assert writer.metrics.pending.collect()[0].samples[0].value == 6 * 3
+    await writer.shutdown(grace=0.1)
