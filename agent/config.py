@@ -27,8 +27,9 @@ class SimConfig:
 
 @dataclass(frozen=True, slots=True)
 class BackoffConfig:
-    initial: float = 0.5
-    maximum: float = 30.0
+    # Capped low: a collector back from a restart must see every agent again within 3 s (p99).
+    initial: float = 0.25
+    maximum: float = 1.5
     multiplier: float = 2.0
     jitter: float = 0.2  # +/- share of each delay, so a fleet does not reconnect in lockstep
 
@@ -159,8 +160,8 @@ def _health(section: Section) -> HealthThresholds:
 
 def _backoff(section: Section) -> BackoffConfig:
     config = BackoffConfig(
-        initial=section.positive("initial", 0.5),
-        maximum=section.positive("max", 30.0),
+        initial=section.positive("initial", 0.25),
+        maximum=section.positive("max", 1.5),
         multiplier=section.positive("multiplier", 2.0),
         jitter=section.get("jitter", float, 0.2),
     )

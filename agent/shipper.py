@@ -28,6 +28,10 @@ class StreamRefused(Exception):
     """The collector answered the Hello with something other than a Welcome."""
 
 
+class LinkDead(Exception):
+    """No Welcome, or no acknowledgement of records in flight, within the timeout: the link is gone."""
+
+
 class Rehome(Exception):
     """Long enough on a failover collector: end this stream and try the preferred one again."""
 
@@ -76,6 +80,8 @@ class Shipper:
         keepalive: float = CLIENT_KEEPALIVE_MS / 1000,
         keepalive_timeout: float = CLIENT_KEEPALIVE_TIMEOUT_MS / 1000,
         diagnose: Callable[[], object] | None = None,
+        welcome_timeout: float = 2.0,
+        ack_timeout: float = 8.0,
     ) -> None:
         self.spool = spool
         self.targets = targets
@@ -97,6 +103,11 @@ class Shipper:
         self.channel_options = channel_options(
             server_name, keepalive_ms=round(keepalive * 1000), keepalive_timeout_ms=round(keepalive_timeout * 1000)
         )
+        # A black-holed link (a partition, a collector frozen) answers nothing and resets nothing:
+        # these bound how long a connect, and records in flight, may go unanswered.
+        self.welcome_timeout = welcome_timeout
+        self.ack_timeout = ack_timeout
+        self._answered = False  # a collector welcomed a stream since the last delay was chosen
         self._rehome_at: float | None = None
         self.acked_seq: dict[str, int] = {}  # per boot id: what the collector has acknowledged
 
@@ -138,7 +149,7 @@ class Shipper:
                 log.info("certificate files changed; reconnecting with the new identity", target=target)
                 self.stats.errors["credentials_rotated"] = self.stats.errors.get("credentials_rotated", 0) + 1
                 continue  # same target, no backoff: nothing is wrong with it
-            except (grpc.aio.AioRpcError, StreamRefused, OSError) as exc:
+            except (grpc.aio.AioRpcError, StreamRefused, LinkDead, OSError) as exc:
                 progressed = False
                 self._note_error(target, exc)
             except Exception as exc:  # the shipper must outlive any one bad stream
@@ -151,6 +162,11 @@ class Shipper:
             if progressed:
                 attempt = 0
                 continue
+            if self._answered:
+                # The target answered before this stream ended: it is not the one failing, so the
+                # next try comes soon rather than after a delay grown during an earlier outage.
+                self._answered = False
+                attempt = 0
             target_index += 1  # fail over: the next attempt goes to the next collector in the list
             await asyncio.sleep(self.delay(attempt))
             attempt += 1
@@ -191,11 +207,15 @@ class Shipper:
         # boot_unix_ns has it as sent_unix_ns, which now becomes the time of this connect.
         hello.boot_unix_ns = hello.boot_unix_ns or hello.sent_unix_ns
         hello.sent_unix_ns = self.wall_clock()
-        await call.write(pb.AgentMessage(hello=hello))
-        first = await call.read()
+        try:
+            await asyncio.wait_for(call.write(pb.AgentMessage(hello=hello)), self.welcome_timeout)
+            first = await asyncio.wait_for(call.read(), self.welcome_timeout)
+        except TimeoutError:
+            raise LinkDead(f"collector {target} did not answer the hello within {self.welcome_timeout:g} s") from None
         if first is grpc.aio.EOF or not first.HasField("welcome"):
             raise StreamRefused(f"collector {target} did not welcome the stream")
         acked = first.welcome.processed_seq
+        self._answered = True
         self._ack(boot_id, acked)
         self.stats.connects += 1
         self.stats.connected_to = target
@@ -206,10 +226,12 @@ class Shipper:
             self.stats.last_error = ""
         ack_seen = asyncio.Event()
         state = {"acked": acked}
+        last_answer = [self.monotonic()]  # when the collector last acknowledged, or nothing was owed
 
         async def read_acks() -> None:
             while (message := await call.read()) is not grpc.aio.EOF:
                 if message.HasField("ack") and message.ack.seq > state["acked"]:
+                    last_answer[0] = self.monotonic()
                     state["acked"] = message.ack.seq
                     self.stats.acked = message.ack.seq
                     self._ack(boot_id, message.ack.seq)
@@ -238,6 +260,10 @@ class Shipper:
                 if final_seq is not None and state["acked"] >= final_seq:
                     await call.done_writing()
                     return True
+                if sent <= state["acked"]:
+                    last_answer[0] = self.monotonic()  # nothing owed: silence is not a dead link
+                elif self.monotonic() - last_answer[0] > self.ack_timeout:
+                    raise LinkDead(f"collector {target} acknowledged nothing for {self.ack_timeout:g} s")
                 room = self.max_in_flight - (sent - state["acked"])
                 # In a worker thread: after a restart the backlog is read from disk, and the loop
                 # that samples must not wait for that.
@@ -262,13 +288,19 @@ class Shipper:
                             reader.exception()  # the collector closing the stream is the expected end here
                         raise Rehome()
                     continue
-                for record in batch:
-                    if record.seq not in resent:
-                        # Stamped as it goes, not when spooled: the collector's clock-skew estimate.
-                        record.sent_unix_ns = self.wall_clock()
-                        await call.write(record)
-                        self.stats.sent += 1
-                    sent = record.seq
+                try:
+                    # A write blocks once the link's flow-control window is full: on a black-holed
+                    # link that is forever, and the ack check above would never run again.
+                    async with asyncio.timeout(self.ack_timeout):
+                        for record in batch:
+                            if record.seq not in resent:
+                                # Stamped as it goes, not when spooled: the collector's clock-skew estimate.
+                                record.sent_unix_ns = self.wall_clock()
+                                await call.write(record)
+                                self.stats.sent += 1
+                            sent = record.seq
+                except TimeoutError:
+                    raise LinkDead(f"collector {target} took no records for {self.ack_timeout:g} s") from None
         finally:
             reader.cancel()
             call.cancel()

@@ -39,6 +39,7 @@ from collector.ledger.api import routes as ledger_routes
 from collector.ledger.exposition import LedgerCollector
 from collector.ledger.service import LedgerService
 from collector.selfmetrics import CollectorMetrics
+from collector.statefiles import PROGRESS_FILE
 from collector.store import FleetStore
 from collector.trust.certificates import ServerCertificates
 from collector.trust.handshakes import OncePerMinute, StderrHandshakeWatcher
@@ -104,7 +105,11 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
     )
     refusals = RefusalSummary(audit)
     tallies = EventTallies()
-    remote_writer = RemoteWriter(config.remote_write, store, metrics.registry) if config.remote_write else None
+    remote_writer = (
+        RemoteWriter(config.remote_write, store, metrics.registry, directory=config.state_dir / "remote-write")
+        if config.remote_write
+        else None
+    )
     revocation = RevocationList(config.crl, config.tls.ca, on_reload=_audited(audit, "crl.reload", str(config.crl)))
     service = TelemetryService(
         store=store,
@@ -112,7 +117,11 @@ async def start_collector(config: CollectorConfig) -> RunningCollector:
         collector_id=config.collector_id,
         limits=config.limits,
         # Durable, so a collector killed and restarted neither applies a record twice nor loses one.
-        progress=ProgressBook(ProgressStore(config.state_dir / "ingest-progress.sqlite")),
+        # Acknowledged only once the remote write queue holds it too (fsynced before progress is saved).
+        progress=ProgressBook(
+            ProgressStore(config.state_dir / PROGRESS_FILE),
+            sinks=[remote_writer.sync] if remote_writer else [],
+        ),
         observers=[tallies, *([remote_writer] if remote_writer else [])],
         revocation=revocation,
         issuers=TrustedIssuers(config.tls.ca),

@@ -300,6 +300,7 @@ EXTERNAL_COMMANDS = {
     "remediation": "gpulse.remediation:add_parser",
     "report": "gpulse.report:add_parser",
     "audit": "gpulse.audit:add_parser",
+    "state": "gpulse.state_commands:add_parser",
 }
 # `gpulse top`'s choices, kept here so that building the parser does not import the view.
 TOP_SORT_KEYS = ("health", "host", "temp", "power", "util", "mem")

@@ -1,12 +1,16 @@
 """Prometheus remote write 1.0 from the collector: every applied frame, at its agent timestamp.
 
 The pure core turns decoded frames into ``prometheus.WriteRequest`` bodies (protobuf, snappy block
-compression). The shell is one asyncio task that batches, posts with the three required headers,
-retries 5xx, 429 and connection errors with capped exponential backoff (honouring Retry-After),
-and drops a batch the receiver refuses with any other 4xx: resending it would be refused again.
+compression). The shell appends every applied frame to a queue on disk (remote_write_queue.py),
+which the collector fsyncs before it acknowledges the agent's records, and one asyncio task reads
+the queue in order, posts with the three required headers, and moves the queue's cursor only once
+the receiver accepted. 5xx, 429 and connection errors are retried with capped exponential backoff
+(honouring Retry-After); a batch refused with another 4xx is split in halves until only the frames
+refused are left, and those are dropped and counted: resending them would be refused again.
 
-While the receiver is unreachable, frames wait in a bounded queue (oldest dropped first, and
-counted), then go out in order with their original timestamps: a partition leaves no gap.
+While the receiver is unreachable, frames wait on disk within a byte budget (oldest segment
+dropped first, counted and logged with the time range lost), then go out in order with their
+original timestamps: a partition, or a collector killed and restarted, leaves no gap.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import random
 import re
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import cramjam
@@ -30,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.exporters.exposition.fleet import MAX_XID
 from collector.exporters.exposition.text import ObjectArray, escape
+from collector.exporters.remote_write_queue import QueueConfig, QueuedFrame, RemoteWriteQueue
 from collector.store import FleetStore, HostRecord
 from protos import remote_write_pb2 as rw
 from protos import telemetry_pb2 as pb
@@ -61,7 +66,9 @@ class RemoteWriteConfig:
     url: str
     timeout: float = 10.0
     max_samples_per_send: int = 5000
-    max_pending_samples: int = 2_000_000  # about 100 MB of queued frames; past it the oldest go
+    max_pending_samples: int = 0  # 0: the queue is bounded by queue_max_bytes alone
+    queue_max_bytes: int = 1024 * 1024 * 1024  # on disk, under state_dir/remote-write; past it the oldest go
+    queue_segment_bytes: int = 16 * 1024 * 1024
     flush_interval: float = 1.0
     min_backoff: float = 0.1
     max_backoff: float = 30.0
@@ -230,7 +237,7 @@ class RemoteWriteMetrics:
         )
         self.samples_dropped = Counter(
             "gpulse_remote_write_samples_dropped",
-            "Samples given up on, by reason: queue_full (oldest dropped) or rejected (a 4xx).",
+            "Samples given up on, by reason: queue_full (oldest dropped from the disk queue) or rejected (a 4xx).",
             ["reason"],
             registry=r,
         )
@@ -241,7 +248,9 @@ class RemoteWriteMetrics:
             registry=r,
         )
         self.retries = Counter("gpulse_remote_write_retries", "Remote write requests sent again.", registry=r)
-        self.pending = Gauge("gpulse_remote_write_pending_samples", "Samples queued for remote write.", registry=r)
+        self.pending = Gauge(
+            "gpulse_remote_write_pending_samples", "Samples queued for remote write, not yet accepted.", registry=r
+        )
         self.last_success = Gauge(
             "gpulse_remote_write_last_success_timestamp_seconds",
             "When a remote write request last succeeded.",
@@ -257,11 +266,24 @@ class RemoteWriteMetrics:
             "Sample time of the oldest queued frame (0 when the queue is empty): how far behind the receiver is.",
             registry=r,
         )
+        self.frames_already_queued = Counter(
+            "gpulse_remote_write_frames_already_queued",
+            "Frames applied again after a restart (resent before their acknowledgement) and queued already.",
+            registry=r,
+        )
+        self.corrupt_segments = Counter(
+            "gpulse_remote_write_queue_corrupt_segments",
+            "Damaged queue segments found at start; the rest of each was skipped.",
+            registry=r,
+        )
+        self.queue_bytes = Gauge(
+            "gpulse_remote_write_queue_bytes", "Bytes of the remote write queue on disk.", registry=r
+        )
 
 
 # -- shell -------------------------------------------------------------------------------------------
 class RemoteWriter:
-    """Queues every decoded frame and ships it; ``start()`` once, ``shutdown()`` flushes (safe twice)."""
+    """Queues every decoded frame on disk and ships it; ``start()`` once, ``shutdown()`` (safe twice)."""
 
     def __init__(
         self,
@@ -269,6 +291,7 @@ class RemoteWriter:
         store: FleetStore,
         registry: CollectorRegistry,
         *,
+        directory: Path,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -281,11 +304,19 @@ class RemoteWriter:
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.catalog = catalog
-        self._queue: deque[PendingFrame] = deque()
-        self._pending = 0
-        self._inflight = 0
+        self.queue = RemoteWriteQueue(
+            directory,
+            QueueConfig(config.queue_max_bytes, config.queue_segment_bytes, config.max_pending_samples),
+            on_drop=lambda reason, samples: self.metrics.samples_dropped.labels(reason).inc(samples),
+        )
+        self.metrics.corrupt_segments.inc(self.queue.stats.corrupt_segments)
+        # Read at scrape time, so they are right while the sender is stuck retrying one batch.
+        self.metrics.pending.set_function(lambda: self.queue.pending_samples)
+        self.metrics.oldest_pending.set_function(lambda: (self.queue.oldest_pending_ms() or 0) / 1e3)
+        self.metrics.queue_bytes.set_function(lambda: self.queue.total_bytes)
         self._tables: dict[tuple[object, ...], SeriesTable] = {}
         self._event_tables: dict[tuple[tuple[str, str], ...], SeriesTable] = {}
+        self._read_tables: dict[int, SeriesTable] = {}  # id(labels read back) -> table with cached heads
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -303,7 +334,8 @@ class RemoteWriter:
         values = np.concatenate(
             (store.host_values.ravel()[record.host_positions], store.gpu_values.ravel()[record.gpu_positions])
         )
-        self._enqueue(PendingFrame(self._table(record), values, unix_ns // 1_000_000))
+        # Per boot: an earlier boot's spool drained late has older times, and was never queued.
+        self._enqueue(f"{record.host_id}/{record.boot_id}", self._table(record), values, unix_ns // 1_000_000)
 
     def event_applied(self, record: HostRecord, event: pb.Event) -> None:
         """XIDs and lost GPUs live in events, not frames: send their series at the event's time."""
@@ -335,7 +367,7 @@ class RemoteWriter:
                 self._event_tables.clear()
             table = self._event_tables[key] = SeriesTable((key,))
         stamp_ms = (event.unix_ns or int(self.clock() * 1e9)) // 1_000_000
-        self._enqueue(PendingFrame(table, np.array([float(value)]), stamp_ms))
+        self._enqueue(labels_text(key), table, np.array([float(value)]), stamp_ms)
 
     def _table(self, record: HostRecord) -> SeriesTable:
         # One table per host, boot, layout and GPU set: a GPU swapped under the same boot gets new labels.
@@ -347,28 +379,27 @@ class RemoteWriter:
             table = self._tables[key] = SeriesTable.for_record(record, self.config.external_labels, self.catalog)
         return table
 
-    def _enqueue(self, frame: PendingFrame) -> None:
-        samples = frame.samples
-        self._queue.append(frame)
-        self._pending += samples
-        while self._pending > self.config.max_pending_samples and len(self._queue) > 1:
-            dropped = self._queue.popleft()
-            self._pending -= dropped.samples
-            self.metrics.samples_dropped.labels("queue_full").inc(dropped.samples)
-        self.metrics.pending.set(self._pending)
-        if self._pending >= self.config.max_samples_per_send:
-            self._wakeup.set()
+    def _enqueue(self, key: str, table: SeriesTable, values: np.ndarray, stamp_ms: int) -> None:
+        samples = int(np.count_nonzero(~np.isnan(values)))
+        if not self.queue.append(key, table.labels, values, stamp_ms, samples):
+            self.metrics.frames_already_queued.inc()
+            return
+        self._wakeup.set()
+
+    async def sync(self) -> None:
+        """Make every frame queued so far durable: the ingest progress flush awaits this before acking."""
+        await asyncio.to_thread(self.queue.sync)
 
     @property
     def pending_samples(self) -> int:
-        return self._pending
+        return self.queue.pending_samples
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
         self._task = asyncio.create_task(self._run(), name="remote-write")
 
     async def shutdown(self, grace: float = 5.0) -> None:
-        """Send what is queued within ``grace`` seconds, then stop; what is left is counted as dropped."""
+        """Send what is queued within ``grace`` seconds, then stop; what is left waits on disk for the next start."""
         if self._task is None:
             return
         self._stopping = True
@@ -379,61 +410,65 @@ class RemoteWriter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
-        unsent = self._pending + self._inflight
+        unsent = self.queue.pending_samples
         if unsent:
-            self.metrics.samples_dropped.labels("shutdown").inc(unsent)
-            log.warning("remote write stopped with samples unsent", samples=unsent)
+            log.warning("remote write stopped with samples unsent; they stay queued on disk", samples=unsent)
+        await asyncio.to_thread(self.queue.close)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            frames = self.queue.read(self.config.max_samples_per_send)
+            if not frames:
                 if self._stopping:
                     return
+                self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.config.flush_interval)
-                self._wakeup.clear()
                 continue
-            batch = self._take_batch()
-            await self._send_with_retry(batch)
+            if not await self._deliver(frames):
+                self.queue.rewind()  # shutting down: left for the next start
+                return
 
-    def _take_batch(self) -> list[PendingFrame]:
-        batch: list[PendingFrame] = []
-        samples = 0
-        while self._queue and (not batch or samples + self._queue[0].samples <= self.config.max_samples_per_send):
-            frame = self._queue.popleft()
-            batch.append(frame)
-            samples += frame.samples
-        self._pending -= samples
-        self.metrics.pending.set(self._pending)
-        self.metrics.oldest_pending.set(self._queue[0].timestamp_ms / 1e3 if self._queue else 0)
-        return batch
+    def _pending(self, frames: list[QueuedFrame]) -> list[PendingFrame]:
+        out = []
+        for frame in frames:
+            table = self._read_tables.get(id(frame.labels))
+            if table is None or table.labels is not frame.labels:
+                if len(self._read_tables) > 65536:
+                    self._read_tables.clear()
+                table = self._read_tables[id(frame.labels)] = SeriesTable(frame.labels)
+            out.append(PendingFrame(table, frame.values, frame.timestamp_ms))
+        return out
 
-    async def _send_with_retry(self, batch: list[PendingFrame]) -> None:
-        body, samples = encode_write_request(batch)
-        self._inflight = samples
-        try:
-            await self._deliver(batch, body, samples)
-        finally:
-            self._inflight = 0
-
-    async def _deliver(self, batch: list[PendingFrame], body: bytes, samples: int) -> None:
+    async def _deliver(self, frames: list[QueuedFrame]) -> bool:
+        """Send ``frames`` until accepted or refused; False only when shutdown interrupted a retry."""
+        body, samples = encode_write_request(self._pending(frames))
         attempt = 0
         while True:
             try:
                 await self._post(body)
             except SendError as exc:
                 if not exc.retryable:
+                    if len(frames) > 1:
+                        # One stale or bad frame must not take the others with it: halve until found.
+                        half = len(frames) // 2
+                        return await self._deliver(frames[:half]) and await self._deliver(frames[half:])
                     self.metrics.samples_dropped.labels("rejected").inc(samples)
-                    log.error("remote write batch refused; dropped", status=exc.status, error=str(exc), samples=samples)
-                    return
+                    log.error(
+                        "remote write frame refused; dropped",
+                        status=exc.status,
+                        error=str(exc),
+                        samples=samples,
+                        timestamp_ms=frames[0].timestamp_ms,
+                        series=frames[0].key,
+                    )
+                    self.queue.commit(frames[-1].end)
+                    return True
                 if self._stopping:
-                    # Shutting down: give the batch back, keep trying until the grace period ends.
-                    self._requeue(batch)
-                    await self.sleep(self.config.min_backoff)
-                    return
+                    return False
                 delay = backoff_delay(attempt, self.config.min_backoff, self.config.max_backoff, self.rng)
                 if exc.retry_after is not None:
                     delay = max(delay, min(exc.retry_after, self.config.max_backoff))
@@ -446,13 +481,8 @@ class RemoteWriter:
                 continue
             self.metrics.samples_sent.inc(samples)
             self.metrics.last_success.set(self.clock())
-            return
-
-    def _requeue(self, batch: list[PendingFrame]) -> None:
-        for frame in reversed(batch):
-            self._queue.appendleft(frame)
-            self._pending += frame.samples
-        self.metrics.pending.set(self._pending)
+            self.queue.commit(frames[-1].end)
+            return True
 
     async def _post(self, body: bytes) -> None:
         assert self._session is not None
@@ -494,9 +524,19 @@ def parse_config(section: Section) -> RemoteWriteConfig | None:
     per_send = section.get("max_samples_per_send", int, 5000)
     if per_send < 1:
         raise section.error("max_samples_per_send", f"must be at least 1, got {per_send}")
-    pending = section.get("max_pending_samples", int, 2_000_000)
-    if pending < per_send:
-        raise section.error("max_pending_samples", f"must be at least max_samples_per_send ({per_send}), got {pending}")
+    pending = section.get("max_pending_samples", int, 0)
+    if pending and pending < per_send:
+        raise section.error(
+            "max_pending_samples", f"must be 0 (no limit) or at least max_samples_per_send ({per_send}), got {pending}"
+        )
+    segment_bytes = section.get("queue_segment_bytes", int, 16 * 1024 * 1024)
+    if segment_bytes < 64 * 1024:
+        raise section.error("queue_segment_bytes", f"must be at least 65536, got {segment_bytes}")
+    max_bytes = section.get("queue_max_bytes", int, 1024 * 1024 * 1024)
+    if max_bytes < 4 * segment_bytes:
+        raise section.error(
+            "queue_max_bytes", f"must be at least 4 x queue_segment_bytes ({4 * segment_bytes}), got {max_bytes}"
+        )
     min_backoff = section.positive("min_backoff", 0.1)
     max_backoff = section.positive("max_backoff", 30.0)
     if max_backoff < min_backoff:
@@ -517,6 +557,8 @@ def parse_config(section: Section) -> RemoteWriteConfig | None:
         timeout=section.positive("timeout", 10.0),
         max_samples_per_send=per_send,
         max_pending_samples=pending,
+        queue_max_bytes=max_bytes,
+        queue_segment_bytes=segment_bytes,
         flush_interval=section.positive("flush_interval", 1.0),
         min_backoff=min_backoff,
         max_backoff=max_backoff,

@@ -2,7 +2,9 @@
 
 Streams mark records processed in memory as they apply them. A flusher writes the changed entries
 to SQLite (WAL, synchronous=FULL) a few times a second, and only then may a stream acknowledge:
-the watermark an agent is told is always one that survives a SIGKILL. Anything processed but not
+the watermark an agent is told is always one that survives a SIGKILL. Before it writes, the flush
+awaits every durable sink (the remote-write queue's fsync): what is acknowledged is held there too.
+Anything processed but not
 yet durable when the collector dies is simply sent again and applied again: the counters roll back
 with the watermark, so each record is counted exactly once.
 """
@@ -13,7 +15,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,9 +155,17 @@ class ProgressStore:
 class ProgressBook:
     """All streams' progress in memory, made durable by ``flush``; a store of None keeps it in memory only."""
 
-    def __init__(self, store: ProgressStore | None = None, *, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        store: ProgressStore | None = None,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        sinks: Iterable[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
         self.store = store
         self.clock = clock
+        # Each makes durable what was handed to it so far; awaited before progress is written.
+        self.sinks = list(sinks)
         self.flushes = 0
         self._entries: dict[tuple[str, str], StreamProgress] = {}
         self._forgotten: list[tuple[str, str]] = []
@@ -230,9 +240,13 @@ class ProgressBook:
                         now,
                     )
                 )
-            if self.store is not None:
+            if self.store is not None or self.sinks:
                 try:
-                    await asyncio.to_thread(self.store.save, snapshots, forgotten)
+                    # Every frame applied before these snapshots was handed to the sinks already.
+                    for sink in self.sinks:
+                        await sink()
+                    if self.store is not None:
+                        await asyncio.to_thread(self.store.save, snapshots, forgotten)
                 except BaseException:
                     for e in dirty:
                         e.dirty = True  # try again next time; nothing is acknowledged meanwhile

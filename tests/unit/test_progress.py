@@ -107,3 +107,25 @@ async def test_a_flush_with_nothing_changed_writes_nothing(tmp_path: Path) -> No
     book.get("node-7", "boot").mark(2)
     await book.flush()
     assert book.flushes == 2
+
+
+async def test_progress_is_saved_only_after_every_durable_sink_synced(tmp_path: Path) -> None:
+    order: list[str] = []
+    fail = [True]
+
+    async def sink() -> None:
+        order.append("sink")
+        if fail[0]:
+            raise OSError("queue disk failing")
+
+    book = ProgressBook(ProgressStore(tmp_path / "p.sqlite"), clock=clock, sinks=[sink])
+    entry = book.get("node-1", "boot-a")
+    entry.mark(1)
+    with pytest.raises(OSError):
+        await book.flush()
+    # The queue could not make its frames durable: nothing may be acknowledged, and nothing saved.
+    assert entry.durable_watermark == 0
+    assert not ProgressBook(ProgressStore(tmp_path / "p.sqlite"), clock=clock).has("node-1", "boot-a")
+    fail[0] = False
+    await book.flush()
+    assert order == ["sink", "sink"] and entry.durable_watermark == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from collector.exporters.remote_write import (
     encode_write_request,
     parse_config,
 )
+from collector.exporters.remote_write_queue import QueueConfig
 from collector.ingest.decode import decode_frame
 from collector.store import FleetStore, HostRecord
 from protos import telemetry_pb2 as pb
@@ -105,7 +107,15 @@ class Receiver:
 def writer_for(url: str, store: FleetStore, **overrides: object) -> RemoteWriter:
     options: dict[str, object] = {"url": url, "flush_interval": 0.05, "min_backoff": 0.01, "max_backoff": 0.05}
     options.update(overrides)
-    return RemoteWriter(RemoteWriteConfig(**options), store, CollectorRegistry(), rng=random.Random(1))  # type: ignore[arg-type]
+    directory = Path(tempfile.mkdtemp(prefix="gpulse-rw-"))
+    return RemoteWriter(
+        RemoteWriteConfig(**options), store, CollectorRegistry(), directory=directory, rng=random.Random(1)
+    )  # type: ignore[arg-type]
+
+
+def queued(writer: RemoteWriter) -> list[PendingFrame]:
+    """What the writer has queued on disk, read back as it would send it."""
+    return writer._pending(writer.queue.read(10**9))
 
 
 async def until(condition: object, within: float = 10.0) -> None:
@@ -192,10 +202,12 @@ async def test_a_full_queue_drops_the_oldest_and_counts_them() -> None:
     store = FleetStore()
     writer = writer_for("http://127.0.0.1:9/api/v1/write", store, max_pending_samples=6, max_samples_per_send=3)
     record = host(store)  # not started: nothing leaves the queue
+    writer.queue.config = QueueConfig(segment_bytes=1, max_pending_samples=6)  # one frame per segment
     for i in range(4):
         apply(store, writer, record, T0 + i * 10**9, 40.0)
     assert writer.pending_samples == 6
     assert writer.metrics.samples_dropped.labels("queue_full")._value.get() == 6
+    assert [f.timestamp_ms for f in queued(writer)] == [T0 // 10**6 + 2000, T0 // 10**6 + 3000]
 
 
 def test_classify() -> None:
@@ -271,7 +283,7 @@ def test_a_gpu_swapped_under_the_same_boot_is_sent_with_its_new_uuid() -> None:
         gpu_field_ids=[TEMP, UTIL],
     )
     apply(store, writer, store.register(hello, FrameLayout.from_hello(hello)), T0 + 10**9, 50.0)
-    body, _ = encode_write_request(list(writer._queue))
+    body, _ = encode_write_request(queued(writer))
     uuids = [{lab.name: lab.value for lab in ts.labels}.get("uuid") for ts in decode_write_request(body).timeseries]
     assert "GPU-node-a-0" in uuids and "GPU-new" in uuids
 
@@ -297,6 +309,7 @@ async def test_retry_after_is_honoured_on_429() -> None:
         RemoteWriteConfig(url=receiver.url, flush_interval=0.05, min_backoff=0.01, max_backoff=10.0),
         store,
         CollectorRegistry(),
+        directory=Path(tempfile.mkdtemp(prefix="gpulse-rw-")),
         rng=random.Random(1),
         sleep=sleep,
     )
@@ -320,7 +333,7 @@ def test_xid_and_lost_events_are_sent_at_their_own_time_with_bounded_codes() -> 
     store.mark_lost(record, 0)
     writer.event_applied(record, pb.Event(unix_ns=T0 + 3 * 10**9, gpu_lost=pb.GpuLostEvent(gpu_index=0)))
     writer.event_applied(record, pb.Event(unix_ns=T0, xid=pb.XidEvent(gpu_index=9, xid=13)))  # no such GPU
-    body, count = encode_write_request(list(writer._queue))
+    body, count = encode_write_request(queued(writer))
     got = [
         ({lab.name: lab.value for lab in ts.labels}, s.timestamp, s.value)
         for ts in decode_write_request(body).timeseries
@@ -335,3 +348,24 @@ def test_xid_and_lost_events_are_sent_at_their_own_time_with_bounded_codes() -> 
         ("gpulse_gpu_lost", None, ms + 3000, 1),
     ]
     assert all(lab["cluster"] == "c" and lab["host"] == "node-a" for lab, _, _ in got)
+
+
+async def test_oldest_pending_is_the_oldest_unsent_frame_while_the_receiver_is_down() -> None:
+    store = FleetStore()
+    writer = writer_for("http://127.0.0.1:9/api/v1/write", store)  # nothing listens: every send fails
+    writer.start()
+    record = host(store)
+
+    def registry_value() -> float:
+        return float(writer.metrics.oldest_pending.collect()[0].samples[0].value)
+
+    assert registry_value() == 0
+    for i in range(3):
+        apply(store, writer, record, T0 + i * 10**9, 40.0)
+    await until(lambda: writer.metrics.requests.labels("error")._value.get() >= 2)
+    # The batch in flight is still pending: the gauge stays at the oldest frame while the queue grows.
+    for i in range(3, 6):
+        apply(store, writer, record, T0 + i * 10**9, 40.0)
+    assert registry_value() == T0 / 1e9
+    assert writer.metrics.pending.collect()[0].samples[0].value == 6 * 3
+    await writer.shutdown(grace=0.1)
