@@ -9,13 +9,25 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("state", help="back up or restore the collector's state (alerts, silences, outbox, progress)")
+    p = sub.add_parser(
+        "state",
+        help="back up or restore the collector's state (alerts, silences, outbox, progress, actions, ledger)",
+        epilog="example: gpulse state backup --config /etc/gpulse/collector.toml /var/backups/gpulse/state.tar",
+    )
     state = p.add_subparsers(dest="state_command", required=True)
-    q = state.add_parser("backup", help="copy every collector database into FILE, while the collector runs")
-    q.add_argument("file", type=Path)
+    q = state.add_parser(
+        "backup",
+        help="copy every collector database into FILE, while the collector runs",
+        epilog="example: gpulse state backup /var/backups/gpulse/state.tar",
+    )
+    q.add_argument("file", type=Path, help="the backup archive to write")
     q.add_argument("--config", type=Path, default=Path("/etc/gpulse/collector.toml"), help="the collector config")
-    q = state.add_parser("restore", help="replace the collector's databases with those in FILE (collector stopped)")
-    q.add_argument("file", type=Path)
+    q = state.add_parser(
+        "restore",
+        help="replace the collector's databases with those in FILE (collector stopped)",
+        epilog="example: gpulse state restore /var/backups/gpulse/state.tar",
+    )
+    q.add_argument("file", type=Path, help="a backup archive written by `gpulse state backup`")
     q.add_argument("--config", type=Path, default=Path("/etc/gpulse/collector.toml"), help="the collector config")
     p.set_defaults(func=_cmd)
 
