@@ -178,4 +178,4 @@ def test_a_second_collector_on_the_same_ports_fails_naming_the_port(
     config, _, _ = collector_config(second_dir, test_pki, http_port=first.http_port)
     result = run_collector(config)
     assert result.returncode == 1, result.stderr
-    assert f"port {first.http_port} is already in use" in result.stderr
+    assert f"cannot listen for HTTP on 127.0.0.1:{first.http_port}: address already in use" in result.stderr
