@@ -93,7 +93,9 @@ async def serve(mode: str, port: int, pki_dir: Path, scrape_every: float = 15.0,
     else:
         service = NullSink(observer, pb)
     # Sharing the port is asked for, never assumed: a lone server holds its port as the collector does.
-    server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", int(share_port))])
+    # The collector's options bind the port exclusively; sink workers of one run share it on purpose.
+    options = [o for o in server_options() if o[0] != "grpc.so_reuseport"]
+    server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", int(share_port))])
     if isinstance(service, TelemetryService):
         add_telemetry_service(service, server)  # as the collector registers it: size checked before parsing
     else:

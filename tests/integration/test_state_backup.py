@@ -35,7 +35,7 @@ def test_a_backup_restored_into_a_fresh_collector_carries_its_alerts_outbox_and_
     push_alerts(old, firing, resolving)
     wait_for(lambda: pagerduty.triggers(fingerprint(firing)) and pagerduty.triggers(fingerprint(resolving)))
     silence = gpulse(
-        "silence", "--url", old.url(""), "add", "host=node-s", "--duration", "1h", "--author", "a", "--comment", "c"
+        "silence", "add", "host=node-s", "--duration", "1h", "--author", "a", "--comment", "c", "--url", old.url("")
     )
     assert silence.returncode == 0, silence.stderr
     pagerduty.fail_next(503, times=10_000)  # the resolve cannot be delivered: it waits in the outbox
